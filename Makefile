@@ -1,0 +1,35 @@
+# The README's two commands: `make demo` (set up, then run the main job on the built-in default)
+# and `make test` (set up, then lint and run the whole test suite).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= results/demo
+STAMP := $(VENV)/.pathdep-installed
+
+.PHONY: setup demo test lint format clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first so that pip never pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m theory demo --out $(OUT)/theory
+
+test: setup lint
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache
