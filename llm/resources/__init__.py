@@ -1,0 +1,1 @@
+"""Data files shipped with pathdep.llm (read with importlib.resources)."""

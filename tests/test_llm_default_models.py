@@ -1,0 +1,120 @@
+"""Default tiny models: ordinary HF folders, deterministic, cached, and atomic to build."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from llm import default_models as dm
+from llm.default_models import (
+    ARCH_SPECS,
+    METADATA_FILE,
+    DefaultModelConfig,
+    build_default,
+    default_cache_dir,
+    ensure_default_models,
+    train_tokenizer,
+)
+from llm.models import load_tokenizer
+from llm.synthetic import generic_text
+
+TINY = DefaultModelConfig.tiny()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_folder_is_an_ordinary_hf_checkpoint(tiny_models_dir, arch):
+    folder = tiny_models_dir / arch
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= names
+    assert METADATA_FILE in names and not any(n.endswith((".bin", ".pt")) for n in names)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == arch
+    assert config["hidden_size"] == TINY.hidden_size
+    assert config["num_hidden_layers"] == TINY.num_layers
+    assert config["num_key_value_heads"] == TINY.num_kv_heads
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    assert meta["config"] == dataclasses.asdict(TINY) and meta["arch"] == arch
+    assert len(meta["pretrain_losses"]) == TINY.pretrain_steps
+    assert meta["pretrain_loss_last"] < meta["pretrain_loss_first"]
+    generation = json.loads((folder / "generation_config.json").read_text())
+    tokenizer = load_tokenizer(folder)
+    end_of_turn = tokenizer.convert_tokens_to_ids(ARCH_SPECS[arch].end_of_turn)
+    assert end_of_turn in generation["eos_token_id"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_special_tokens_are_single_tokens(tiny_models_dir, arch):
+    tokenizer = load_tokenizer(tiny_models_dir / arch)
+    for token in ARCH_SPECS[arch].special_tokens:
+        ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+        assert ids == [tokenizer.convert_tokens_to_ids(token)], token
+    # Byte-level: any text round-trips, including characters never seen in training.
+    text = "Ünïcödé ✓ 中文 tabs\tand  double  spaces\n\n#### 42"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_loaded_tokenizer_encodes_like_the_trained_one(tiny_models_dir, arch):
+    # transformers may rebuild the pipeline on load (Qwen2Tokenizer does); the ids must not move.
+    trained = train_tokenizer(TINY, arch)
+    loaded = load_tokenizer(tiny_models_dir / arch)
+    docs = generic_text(100, seed=11) + ["  x\n\n\t123456 e\u0301 caf\u00e9"]
+    assert trained(docs)["input_ids"] == loaded(docs)["input_ids"]
+
+
+def test_build_is_deterministic(tiny_models_dir, tmp_path):
+    again = build_default(tmp_path, TINY, archs=("llama",), progress=False)["llama"]
+    first = tiny_models_dir / "llama"
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (again / name).read_bytes() == (first / name).read_bytes(), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_ensure_is_idempotent(tiny_models_dir):
+    cache = tiny_models_dir.parent.parent  # <cache>/default-models/<hash>
+    marker = tiny_models_dir / "llama" / METADATA_FILE
+    before = marker.stat().st_mtime_ns
+    paths = ensure_default_models(cache, TINY, progress=False)
+    assert paths == {"llama": tiny_models_dir / "llama", "qwen2": tiny_models_dir / "qwen2"}
+    assert marker.stat().st_mtime_ns == before
+    assert tiny_models_dir.name == TINY.config_hash() != DefaultModelConfig().config_hash()
+
+
+def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(dm, "pretrain", broken)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        build_default(tmp_path / "out", TINY, archs=("qwen2",), progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_cache_dir_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATHDEP_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("PATHDEP_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "pathdep"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hidden_size": 30, "num_heads": 4}, "divide"),
+        ({"vocab_size": 100}, "vocab_size"),
+        ({"num_layers": 0}, "num_layers"),
+        ({"seq_len": 2048}, "seq_len"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+    ],
+)
+def test_config_validation(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(TINY, **change)
+
+
+def test_unknown_arch(tmp_path):
+    with pytest.raises(ValueError, match="unknown architectures"):
+        build_default(tmp_path, TINY, archs=("gpt2",), progress=False)
