@@ -38,7 +38,9 @@ def sequence_logprobs(
             f"expected logits (B, T, V) and labels (B, T); got {tuple(logits.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    shift_logits = logits[:, :-1, :].float()  # (B, T-1, V): position t predicts token t+1
+    shift_logits = logits[:, :-1, :]  # (B, T-1, V): position t predicts token t+1
+    if shift_logits.dtype != torch.float64:  # half precision is scored in fp32; fp64 stays fp64
+        shift_logits = shift_logits.float()
     shift_labels = labels[:, 1:]  # (B, T-1)
     mask = shift_labels != ignore_index
     safe_labels = shift_labels.masked_fill(~mask, 0)

@@ -1,0 +1,422 @@
+"""The paper's LLM metrics (Sec. 4.2, App. F), batched, each value also kept per example.
+
+Definitions (``lp(y|x)`` = average per-token log-probability of a fixed completion ``y`` after the
+chat-templated prompt ``x``):
+
+- label log-prob: mean over forget prompts of ``lp(label|x)``, label = "Sorry, I can not assist
+  you" (Fig. 1, 3).
+- phrases log-prob: mean over forget prompts x {label + 20 paraphrases} of ``lp``; the forget
+  score is its decrease, ``before - after`` (Table 1).
+- TOFU log-likelihood: mean over TOFU questions of ``lp(true answer|question)``; TOFU utility =
+  ``1 - |after - before|``.
+- math accuracy: ``math_samples`` sampled solutions per question (seeded); a solution is correct
+  when the number after the last "####" equals the gold answer (strict), or, flexibly, when that
+  number or else the last number in the text does; per question the fraction correct, reported
+  as the mean over questions. Math utility = ``after - before``.
+- R/C/U log-probs: ``lp`` of the refusal R and the compliances C and U on the R/C/U prompts.
+- Pred for the RE distance (Def. 2.1): the vector of per-token log-probabilities of a fixed
+  held-out continuation (the dataset answer) after its prompt, so
+  ``d(a, b) = (1/m) sum_i ||Pred_a(x_i) - Pred_b(x_i)||^2`` over m held-out prompts.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from llm import distributed as D
+from llm.objectives import IGNORE_INDEX
+
+# ------------------------------------------------------------------------------------------
+# Scoring fixed completions
+
+
+def token_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> list[torch.Tensor]:
+    """Per-example vectors of log p(token | prefix) over the labelled positions.
+
+    Args:
+        logits: (B, T, V); labels: (B, T) aligned with the inputs (shift applied here).
+
+    Returns:
+        B float64 tensors of lengths = labelled positions of each row (after the shift).
+    """
+    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
+    if shift_logits.dtype != torch.float64:
+        shift_logits = shift_logits.float()
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    mask = shift_labels != ignore_index
+    safe = shift_labels.masked_fill(~mask, 0)
+    lp = torch.gather(F.log_softmax(shift_logits, dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
+    return [lp[b][mask[b]].double().cpu() for b in range(lp.shape[0])]
+
+
+@torch.no_grad()
+def score_examples(
+    model, examples: Sequence[Any], pad_token_id: int, batch_size: int = 16, desc: str = ""
+) -> list[np.ndarray]:
+    """Per-token log-prob vectors (float64) of every example's labelled tokens.
+
+    Many sequences go through each forward pass; under torch.distributed every process scores
+    its shard and the results are gathered back into the input order.
+    """
+    from llm.train import collate_to, model_device
+
+    info = D.current()
+    indices = D.shard(list(range(len(examples))), info)
+    # Sorting by length keeps padding small; the order is restored below.
+    indices.sort(key=lambda i: len(examples[i].input_ids))
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    mine: dict[int, np.ndarray] = {}
+    for start in tqdm(
+        range(0, len(indices), batch_size),
+        desc=desc or "scoring",
+        disable=not desc or not info.is_main,
+        leave=False,
+    ):
+        chunk = indices[start : start + batch_size]
+        batch = collate_to([examples[i] for i in chunk], pad_token_id, device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        for i, vec in zip(chunk, token_logprobs(logits, batch["labels"]), strict=True):
+            mine[i] = vec.numpy()
+    if was_training:
+        model.train()
+    merged: dict[int, np.ndarray] = {}
+    for part in D.gather_objects(mine):
+        merged.update(part)
+    return [merged[i] for i in range(len(examples))]
+
+
+def mean_per_token(vectors: Sequence[np.ndarray]) -> list[float]:
+    """Average per-token log-prob of each example (its vector's mean)."""
+    return [float(np.mean(v)) if len(v) else float("nan") for v in vectors]
+
+
+# ------------------------------------------------------------------------------------------
+# Scores from before/after values
+
+
+def forget_score(phrases_before: float, phrases_after: float) -> float:
+    """Decrease of the average log-likelihood of the label and its paraphrases (Table 1)."""
+    return phrases_before - phrases_after
+
+
+def tofu_utility(tofu_before: float, tofu_after: float) -> float:
+    """``1 - |Δ avg log-likelihood of the true TOFU answers|`` (Table 1)."""
+    return 1.0 - abs(tofu_after - tofu_before)
+
+
+def math_utility(acc_before: float, acc_after: float) -> float:
+    """Change in math accuracy (Table 1)."""
+    return acc_after - acc_before
+
+
+def re_distance(pred_a: Sequence[np.ndarray], pred_b: Sequence[np.ndarray]) -> float:
+    """Def. 2.1: ``(1/m) sum_i ||Pred_a(x_i) - Pred_b(x_i)||^2`` over m prompts."""
+    if len(pred_a) != len(pred_b) or not len(pred_a):
+        raise ValueError(f"need two equally long non-empty lists, got {len(pred_a)}, {len(pred_b)}")
+    total = 0.0
+    for a, b in zip(pred_a, pred_b, strict=True):
+        if np.shape(a) != np.shape(b):
+            raise ValueError(f"prediction shapes differ: {np.shape(a)} vs {np.shape(b)}")
+        total += float(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
+    return total / len(pred_a)
+
+
+# ------------------------------------------------------------------------------------------
+# Math answers
+
+# A number with optional sign and "$" in either order, thousands commas and decimals.
+_NUMBER = re.compile(r"(-)?\s*\$?\s*(-)?(\d[\d,]*(?:\.\d+)?|\.\d+)")
+
+
+def _to_float(match: re.Match) -> float:
+    value = float(match.group(3).replace(",", ""))
+    return -value if (match.group(1) or match.group(2)) else value
+
+
+def parse_number(text: str) -> float | None:
+    """The first number in ``text`` ("$1,234.50" -> 1234.5, "-$3" -> -3.0), or None."""
+    match = _NUMBER.search(text)
+    return _to_float(match) if match else None
+
+
+def _last_number(text: str) -> float | None:
+    matches = list(_NUMBER.finditer(text))
+    return _to_float(matches[-1]) if matches else None
+
+
+def extract_answer(text: str) -> tuple[float | None, float | None]:
+    """(strict, flexible) answers of a solution.
+
+    strict: the first number after the last "####" (None if there is no "####" or no number
+    after it); flexible: the strict answer if any, else the last number anywhere in the text.
+    """
+    strict = None
+    if "####" in text:
+        strict = parse_number(text.rsplit("####", 1)[1])
+    flexible = strict if strict is not None else _last_number(text)
+    return strict, flexible
+
+
+def answers_match(predicted: float | None, gold: float) -> bool:
+    return predicted is not None and math.isclose(predicted, gold, rel_tol=1e-9, abs_tol=1e-6)
+
+
+def gold_answer(example: Any) -> float:
+    """Gold number of a math example: ``meta['answer']``, else after "####" in its answer."""
+    meta = getattr(example, "meta", {}) or {}
+    if "answer" in meta:
+        value = parse_number(str(meta["answer"]))
+    else:
+        value = extract_answer(example.messages[-1].content)[0]
+    if value is None:
+        raise ValueError(f"math example has no gold answer: {meta}")
+    return value
+
+
+def math_scores(samples: Sequence[Sequence[str]], gold: Sequence[float]) -> dict[str, Any]:
+    """Per-question fraction of correct samples (strict and flexible) and their means."""
+    strict, flexible = [], []
+    for texts, g in zip(samples, gold, strict=True):
+        answers = [extract_answer(t) for t in texts]
+        strict.append(float(np.mean([answers_match(a[0], g) for a in answers])))
+        flexible.append(float(np.mean([answers_match(a[1], g) for a in answers])))
+    return {
+        "math_strict": float(np.mean(strict)) if strict else float("nan"),
+        "math_flexible": float(np.mean(flexible)) if flexible else float("nan"),
+        "per_question_strict": strict,
+        "per_question_flexible": flexible,
+    }
+
+
+@torch.no_grad()
+def generate_samples(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n_samples: int,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    stop_token_ids: Sequence[int] | None = None,
+    progress: bool = False,
+) -> list[list[str]]:
+    """``n_samples`` sampled continuations per rendered prompt, seeded per batch of prompts.
+
+    Batches are fixed slices of the prompt list and each is seeded from (seed, batch start), so
+    the samples do not depend on the number of processes (batches are dealt round robin).
+    """
+    from llm.train import model_device, stable_seed
+
+    info = D.current()
+    device = model_device(model)
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id
+    starts = D.shard(list(range(0, len(prompts), batch_size)), info)
+    was_training = model.training
+    model.eval()
+    mine: dict[int, list[str]] = {}
+    for start in tqdm(starts, desc="math samples", disable=not (progress and info.is_main)):
+        chunk = list(prompts[start : start + batch_size])
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
+        width = max(len(e) for e in encoded)
+        # Left padding so that every prompt ends where generation starts.
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, e in enumerate(encoded):
+            ids[row, width - len(e) :] = torch.tensor(e)
+            mask[row, width - len(e) :] = 1
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(stable_seed(seed, "math", start))
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n_samples,
+                pad_token_id=pad_id,
+                eos_token_id=list(stop_token_ids) if stop_token_ids else tokenizer.eos_token_id,
+            )  # (len(chunk) * n_samples, width + new)
+        texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        for row in range(len(chunk)):
+            mine[start + row] = texts[row * n_samples : (row + 1) * n_samples]
+    if was_training:
+        model.train()
+    merged: dict[int, list[str]] = {}
+    for part in D.gather_objects(mine):
+        merged.update(part)
+    return [merged[i] for i in range(len(prompts))]
+
+
+# ------------------------------------------------------------------------------------------
+# The evaluation suite of a protocol
+
+
+@dataclass
+class EvalSuite:
+    """Tokenised evaluation items, built once per protocol and scored for every model.
+
+    ``groups`` maps a metric name (``label``, ``phrases``, ``tofu``, ``rcu_R``...) to its
+    tokenised (prompt, completion) examples; ``re_examples`` define Pred; ``math_prompts`` are
+    rendered prompts with ``math_gold`` answers.
+    """
+
+    groups: dict[str, list[Any]] = field(default_factory=dict)
+    re_examples: list[Any] = field(default_factory=list)
+    math_prompts: list[str] = field(default_factory=list)
+    math_gold: list[float] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # items longer than max_length
+
+
+def prompt_of(example: Any) -> tuple:
+    """The prompt messages of a chat example (everything before its last assistant turn)."""
+    msgs = tuple(example.messages)
+    if not msgs or msgs[-1].role != "assistant":
+        raise ValueError("expected a chat example ending with an assistant message")
+    return msgs[:-1]
+
+
+def build_suite(
+    tokenizer,
+    *,
+    forget: Sequence[Any] = (),
+    phrases: Sequence[str] = (),
+    label: str = "",
+    tofu: Sequence[Any] = (),
+    math: Sequence[Any] = (),
+    math_template: str = "{question}",
+    rcu: Sequence[Any] = (),
+    re_sets: Sequence[Any] = (),
+    max_length: int = 512,
+    template_tokenizer=None,
+) -> EvalSuite:
+    """Tokenise every evaluation item (see the module docstring for what each group scores)."""
+    from llm.data import Message
+    from llm.tokenization import (
+        encode_prompt_completion,
+        end_of_turn_token_ids,
+        render_prompt,
+    )
+
+    def fits(prompt, completion):
+        try:
+            return encode_prompt_completion(
+                tokenizer, prompt, completion, max_length, template_tokenizer
+            )
+        except ValueError:  # longer than max_length: a cut completion would change the score
+            return None
+
+    suite = EvalSuite()
+    # Prompts are kept only when every completion scored after them fits ``max_length``, so the
+    # label, phrase and R/C/U groups stay aligned prompt by prompt.
+    prompts = [prompt_of(ex) for ex in forget]
+    completions = ([label] if label else []) + [ph for ph in phrases if ph != label]
+    kept = [p for p in prompts if all(fits(p, c) is not None for c in completions)]
+    suite.skipped["forget_prompts"] = len(prompts) - len(kept)
+    if label:
+        suite.groups["label"] = [fits(p, label) for p in kept]
+    if phrases:
+        suite.groups["phrases"] = [fits(p, ph) for p in kept for ph in phrases]
+    if tofu:
+        items = [fits(prompt_of(ex), ex.messages[-1].content) for ex in tofu]
+        suite.groups["tofu"] = [x for x in items if x is not None]
+        suite.skipped["tofu"] = len(items) - len(suite.groups["tofu"])
+    if rcu:
+        attrs = (("rcu_R", "refusal"), ("rcu_C", "compliance_c"), ("rcu_U", "compliance_u"))
+        rows = [
+            [fits((Message("user", it.prompt),), getattr(it, a)) for _, a in attrs] for it in rcu
+        ]
+        rows = [r for r in rows if all(x is not None for x in r)]
+        suite.skipped["rcu"] = len(rcu) - len(rows)
+        for j, (key, _) in enumerate(attrs):
+            suite.groups[key] = [r[j] for r in rows]
+    items = [fits(prompt_of(ex), ex.messages[-1].content) for ex in re_sets]
+    suite.re_examples = [x for x in items if x is not None]
+    suite.skipped["re"] = len(items) - len(suite.re_examples)
+    for name, group in suite.groups.items():
+        if not group:
+            raise ValueError(f"evaluation group {name!r} is empty (every item > max_length?)")
+    for ex in math:
+        question = prompt_of(ex)[-1].content
+        text = math_template.format(question=question)
+        suite.math_prompts.append(
+            render_prompt(tokenizer, (Message("user", text),), template_tokenizer)
+        )
+        suite.math_gold.append(gold_answer(ex))
+    if math:
+        suite.stop_token_ids = end_of_turn_token_ids(tokenizer, template_tokenizer)
+    return suite
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    suite: EvalSuite,
+    *,
+    batch_size: int = 16,
+    math: bool = True,
+    math_samples: int = 5,
+    math_batch_size: int = 8,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    pad_token_id: int | None = None,
+) -> tuple[dict[str, float], dict[str, list[float]], list[np.ndarray]]:
+    """Score a model on the suite.
+
+    Returns ``(summary, per_example, pred)``: summary holds the mean of every group (``label``,
+    ``phrases``, ``tofu``, ``rcu_R``... as average per-token log-probs) and ``math_strict`` /
+    ``math_flexible`` when ``math``; per_example holds the per-item values behind each mean;
+    pred is the list of Pred vectors of ``suite.re_examples``.
+    """
+    if pad_token_id is None:
+        pad_token_id = tokenizer.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = tokenizer.eos_token_id
+    summary: dict[str, float] = {}
+    per_example: dict[str, list[float]] = {}
+    for name, examples in suite.groups.items():
+        values = mean_per_token(score_examples(model, examples, pad_token_id, batch_size))
+        per_example[name] = values
+        summary[name] = float(np.mean(values))
+    pred = score_examples(model, suite.re_examples, pad_token_id, batch_size)
+    if math and suite.math_prompts:
+        samples = generate_samples(
+            model,
+            tokenizer,
+            suite.math_prompts,
+            math_samples,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            seed=seed,
+            batch_size=math_batch_size,
+            stop_token_ids=suite.stop_token_ids,
+        )
+        scores = math_scores(samples, suite.math_gold)
+        summary["math_strict"] = scores["math_strict"]
+        summary["math_flexible"] = scores["math_flexible"]
+        per_example["math_strict"] = scores["per_question_strict"]
+        per_example["math_flexible"] = scores["per_question_flexible"]
+    return summary, per_example, pred

@@ -1,0 +1,295 @@
+"""Local unlearning with the objectives of :mod:`llm.objectives` and one training loop.
+
+A fresh LoRA adapter is attached to the fine-tuned model (or every weight trains, with
+``finetune.method = "full"``). NPO's reference pi_ref is the model before unlearning: with LoRA it
+is the same model with the adapter disabled (peft ``disable_adapter()``), so no second copy is
+held; ``reference = "precomputed"`` instead scores the forget set once before the first step.
+
+Normalisation over an accumulated (and distributed) batch: GA and the retain NLL divide summed
+token log-probs by the global labelled-token count; NPO and SimNPO (means over sequences) are
+multiplied by ``B_micro / B_global``, so every split of a batch gives the same gradient.
+
+Metrics: one JSON line per optimizer step (loss, forget/retain parts, gradient norm, lr), with
+the evaluation fields added every ``eval_every`` steps, plus a step-0 line before unlearning.
+If the loss or gradient norm turns non-finite the run stops with :class:`NonFiniteError` and the
+lines written so far stay.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llm import distributed as D
+from llm import objectives as obj
+from llm.checkpoint import atomic_write_text
+from llm.config import FinetuneConfig, MethodConfig, UnlearnConfig
+from llm.train import (
+    LoopSettings,
+    attach_lora,
+    batch_plan,
+    collate_to,
+    forward_logprobs,
+    labelled_tokens,
+    micro_batches,
+    model_device,
+    run_loop,
+)
+
+
+@dataclass
+class UnlearnMicro:
+    """Indices of one micro-batch into the forget and retain sets."""
+
+    forget: list[int]
+    retain: list[int]
+
+    def __len__(self) -> int:
+        return len(self.forget) + len(self.retain)
+
+
+@torch.no_grad()
+def reference_logprobs(model, examples: Sequence[Any], pad_token_id: int, batch_size: int = 16):
+    """Summed log pi_ref(y|x) of every example, (N,) float64; under ``disable_adapter`` when the
+    model is a peft model (the reference is the model before unlearning)."""
+    import contextlib
+
+    ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    was_training = model.training
+    model.eval()
+    out = []
+    with ctx:
+        for i in range(0, len(examples), batch_size):
+            batch = collate_to(examples[i : i + batch_size], pad_token_id, model_device(model))
+            logp, _ = forward_logprobs(model, batch)
+            out.append(logp.double().cpu())
+    if was_training:
+        model.train()
+    return torch.cat(out)
+
+
+@dataclass
+class UnlearnObjective:
+    """Forget objective (GA / NPO / SimNPO) plus an optional retain NLL term (GradDiff).
+
+    Global totals (all micro-batches, all processes): [forget tokens, forget sequences,
+    retain tokens].
+    """
+
+    forget: Sequence[Any]
+    retain: Sequence[Any]
+    method: MethodConfig
+    pad_token_id: int
+    ref_logp: torch.Tensor | None = None  # (N_forget,) precomputed reference, or None
+
+    def counts(self, micro: UnlearnMicro) -> list[float]:
+        f = [self.forget[i] for i in micro.forget]
+        r = [self.retain[i] for i in micro.retain]
+        return [float(labelled_tokens(f)), float(len(f)), float(labelled_tokens(r))]
+
+    def forget_loss(self, model, idx: list[int], totals: torch.Tensor) -> torch.Tensor:
+        m = self.method
+        batch = collate_to([self.forget[i] for i in idx], self.pad_token_id, model_device(model))
+        logp, n = forward_logprobs(model, batch)
+        seq_share = len(idx) / totals[1].clamp_min(1.0)  # mean over the global batch
+        if m.objective == "ga":
+            return obj.gradient_ascent_loss(logp, n, total_tokens=totals[0].clamp_min(1.0))
+        if m.objective == "npo":
+            if self.ref_logp is not None:
+                ref = self.ref_logp[idx].to(logp.device, logp.dtype)
+            else:
+                with torch.no_grad(), model.disable_adapter():
+                    ref, _ = forward_logprobs(model, batch)
+            return obj.npo_loss(logp, ref.detach(), m.beta) * seq_share
+        if m.objective == "simnpo":
+            return (
+                obj.simnpo_loss(
+                    logp, n, beta=m.beta, margin=m.margin, length_normalize=m.length_normalize
+                )
+                * seq_share
+            )
+        raise ValueError(f"unknown objective {m.objective!r}")
+
+    def loss(self, model, micro: UnlearnMicro, totals: torch.Tensor):
+        m = self.method
+        stats: dict[str, float] = {}
+        forget = retain = None
+        if micro.forget:
+            forget = self.forget_loss(model, micro.forget, totals)
+            stats["forget_loss"] = float(forget.detach())
+        if micro.retain and m.retain_weight > 0:
+            batch = collate_to(
+                [self.retain[i] for i in micro.retain], self.pad_token_id, model_device(model)
+            )
+            logp, n = forward_logprobs(model, batch)
+            retain = obj.nll_loss(logp, n, total_tokens=totals[2].clamp_min(1.0))
+            stats["retain_loss"] = float(retain.detach())
+        if forget is None:
+            return m.retain_weight * retain, stats
+        return obj.combine(forget, retain, m.forget_weight, m.retain_weight), stats
+
+
+def unlearn_steps(
+    n_forget: int, n_retain: int, cfg: UnlearnConfig, seed: int, with_retain: bool
+) -> list[list[UnlearnMicro]]:
+    """Per optimizer step, this process's micro-batches of forget (and retain) indices."""
+    info = D.current()
+    plan = batch_plan(n_forget, cfg.batch_size, cfg.epochs, seed)
+    if cfg.max_steps:
+        plan = plan[: cfg.max_steps]
+    retain_plan: list[list[int]] = [[] for _ in plan]
+    if with_retain:
+        if n_retain < 1:
+            raise ValueError("the retain set is empty")
+        epochs = math.ceil(len(plan) * cfg.batch_size / n_retain) + 1
+        retain_plan = batch_plan(n_retain, cfg.batch_size, epochs, seed + 1)[: len(plan)]
+    steps = []
+    for fb, rb in zip(plan, retain_plan, strict=True):
+        fm = micro_batches(fb, info, cfg.grad_accum)
+        rm = micro_batches(rb, info, cfg.grad_accum) if rb else [[] for _ in fm]
+        steps.append([UnlearnMicro(list(f), list(r)) for f, r in zip(fm, rm, strict=True)])
+    return steps
+
+
+class MetricsLog:
+    """Append-only JSONL of per-step records, truncated to a step on resume (main process)."""
+
+    def __init__(self, path: str | Path, keep_up_to: int | None = None):
+        self.path = Path(path)
+        self.enabled = D.current().is_main
+        if not self.enabled:
+            return
+        lines = []
+        if self.path.exists() and keep_up_to is not None:
+            for line in self.path.read_text().splitlines():
+                if line.strip() and json.loads(line)["step"] <= keep_up_to:
+                    lines.append(line)
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in lines))
+
+    def steps(self) -> set[int]:
+        if not self.path.exists():
+            return set()
+        return {json.loads(x)["step"] for x in self.path.read_text().splitlines() if x.strip()}
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+
+
+def checkpoint_step(ckpt_dir: str | Path | None) -> int | None:
+    """Step of the checkpoint in ``ckpt_dir`` (None when there is none)."""
+    if ckpt_dir is None or not (Path(ckpt_dir) / "step.json").exists():
+        return None
+    return int(json.loads((Path(ckpt_dir) / "step.json").read_text())["step"])
+
+
+def unlearn(
+    model: torch.nn.Module,
+    forget: Sequence[Any],
+    method: MethodConfig,
+    cfg: UnlearnConfig,
+    ft: FinetuneConfig,
+    *,
+    pad_token_id: int,
+    seed: int,
+    lora: tuple[int, int] | None = None,
+    retain: Sequence[Any] = (),
+    ckpt_dir: str | Path | None = None,
+    metrics_path: str | Path | None = None,
+    evaluator: Callable[[torch.nn.Module, int, bool], dict] | None = None,
+    progress: bool = True,
+) -> tuple[torch.nn.Module, list[dict]]:
+    """Unlearn ``forget`` (tokenized examples) from ``model`` with ``method``.
+
+    ``evaluator(model, step, final)`` returns the evaluation fields of a step (called at step 0,
+    every ``cfg.eval_every`` steps and at the last step, ``final`` marking the last; it must be
+    called on every process). Returns
+    the model (still carrying its adapter) and the per-step records.
+    """
+    if lora is not None:
+        model = attach_lora(model, lora[0], lora[1], ft.lora_dropout, ft.lora_targets, seed)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    ref_logp = None
+    if method.objective == "npo":
+        if method.reference == "precomputed" or lora is None:
+            if method.reference == "adapter":
+                raise ValueError(
+                    "NPO with reference = 'adapter' needs LoRA; use reference = 'precomputed' "
+                    "for full fine-tuning"
+                )
+            ref_logp = reference_logprobs(model, forget, pad_token_id)
+    with_retain = method.retain_weight > 0
+    steps = unlearn_steps(len(forget), len(retain), cfg, seed, with_retain)
+    resumed = checkpoint_step(ckpt_dir)
+    log = (
+        MetricsLog(metrics_path, keep_up_to=resumed if resumed is not None else -1)
+        if (metrics_path)
+        else None
+    )
+    info = D.current()
+    run_info = {
+        "method": method.name,
+        "objective": method.objective,
+        "beta": method.beta,
+        "margin": method.margin,
+        "length_normalize": method.length_normalize,
+        "reference": method.reference,
+        "retain_weight": method.retain_weight,
+        "world_size": info.world_size,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "micro_batch": cfg.batch_size // (cfg.grad_accum * info.world_size),
+    }
+
+    def eval_fields(step: int) -> dict:
+        if evaluator is None:
+            return {}
+        return evaluator(model, step, step == len(steps))
+
+    if resumed is None:
+        record = {"step": 0, **run_info, **eval_fields(0)}
+        if log is not None:
+            log.write(record)
+
+    def on_step(step: int, record: dict) -> None:
+        fields = dict(record)
+        if step % cfg.eval_every == 0 or step == len(steps):
+            fields.update(eval_fields(step))
+        if log is not None:
+            log.write({**run_info, **fields})
+
+    settings = LoopSettings(
+        lr=cfg.lr,
+        optimizer=ft.optimizer,
+        schedule=cfg.schedule,
+        warmup_frac=cfg.warmup_frac,
+        decay_frac=cfg.decay_frac,
+        betas=ft.betas,
+        weight_decay=ft.weight_decay,
+        max_grad_norm=ft.max_grad_norm,
+        checkpoint_every=ft.checkpoint_every,
+        seed=seed,
+    )
+    objective = UnlearnObjective(forget, retain, method, pad_token_id, ref_logp)
+    records = run_loop(
+        model,
+        steps,
+        objective,
+        settings,
+        ckpt_dir=ckpt_dir,
+        on_step=on_step,
+        desc=f"unlearn {method.name}",
+        progress=progress,
+    )
+    model.eval()
+    return model, records

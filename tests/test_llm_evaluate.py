@@ -1,0 +1,141 @@
+"""Metrics equal their definitions on hand-built cases; batching does not change a score."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm import evaluate as E
+from llm.objectives import sequence_logprobs
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest single-threaded (and a busy 2-core machine makes threads spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("3 + 4 = 7\n#### 7", 7.0, 7.0),
+        ("total 1,234 apples\n#### 1,234", 1234.0, 1234.0),
+        ("it costs $5 each\n#### $12.50", 12.5, 12.5),
+        ("#### -3", -3.0, -3.0),
+        ("#### $-4", -4.0, -4.0),
+        ("first #### 1\nthen #### 2.", 2.0, 2.0),  # after the LAST ####
+        ("no delimiter, the answer is 42.", None, 42.0),
+        ("so 1,000,000 dollars", None, 1_000_000.0),
+        ("#### none", None, None),
+        ("nothing numeric", None, None),
+        ("value .5\n####  0.75 ", 0.75, 0.75),
+    ],
+)
+def test_extract_answer(text, strict, flexible):
+    assert E.extract_answer(text) == (strict, flexible)
+
+
+def test_math_scores_by_hand():
+    samples = [["#### 5", "#### 6", "5", "#### 5.0", "x"], ["the answer 12", "#### 12", "", "", ""]]
+    scores = E.math_scores(samples, [5.0, 12.0])
+    assert scores["per_question_strict"] == [0.4, 0.2]
+    assert scores["per_question_flexible"] == [0.6, 0.4]
+    assert scores["math_strict"] == pytest.approx(0.3)
+    assert scores["math_flexible"] == pytest.approx(0.5)
+
+
+def test_gold_answer_from_meta_or_delimiter():
+    from llm.data import ChatExample, Message
+
+    ex = ChatExample((Message("user", "q"), Message("assistant", "work\n#### 1,024")), {})
+    assert E.gold_answer(ex) == 1024.0
+    ex = ChatExample((Message("user", "q"), Message("assistant", "no")), {"answer": "-7"})
+    assert E.gold_answer(ex) == -7.0
+    with pytest.raises(ValueError, match="no gold"):
+        E.gold_answer(ChatExample((Message("user", "q"), Message("assistant", "none")), {}))
+
+
+def test_scores_by_hand():
+    assert E.forget_score(-2.0, -5.5) == 3.5
+    assert E.tofu_utility(-1.0, -1.25) == 0.75
+    assert E.tofu_utility(-1.0, -0.5) == 0.5
+    assert E.math_utility(0.4, 0.1) == pytest.approx(-0.3)
+    a = [np.array([0.0, 1.0]), np.array([2.0])]
+    b = [np.array([1.0, 1.0]), np.array([0.0])]
+    assert E.re_distance(a, b) == pytest.approx((1.0 + 4.0) / 2)
+    assert E.re_distance(a, a) == 0.0
+    with pytest.raises(ValueError, match="shapes"):
+        E.re_distance(a, [np.array([1.0]), np.array([0.0])])
+
+
+def test_token_logprobs_sum_to_sequence_logprobs():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11, dtype=torch.float64)
+    labels = torch.tensor([[-100, 3, 4, -100, -100, -100], [-100, -100, 1, 2, 5, 9]])
+    vecs = E.token_logprobs(logits, labels)
+    assert [len(v) for v in vecs] == [2, 4]
+    logp, n = sequence_logprobs(logits, labels)
+    assert torch.allclose(torch.stack([v.sum() for v in vecs]), logp)
+    lsm = torch.log_softmax(logits, -1)
+    assert float(vecs[0][1]) == pytest.approx(float(lsm[0, 1, 4]))
+
+
+@pytest.fixture
+def llama(tiny_models_dir: Path):
+    from llm.models import load_model
+
+    return load_model(tiny_models_dir / "llama")
+
+
+def test_batched_scoring_equals_one_at_a_time(llama):
+    from llm.synthetic import UNLEARN_LABEL, safety_refusals, unlearn_paraphrases
+
+    model, tok = llama
+    forget = safety_refusals(3, 0)
+    phrases = [UNLEARN_LABEL, *unlearn_paraphrases()[:3]]
+    suite = E.build_suite(tok, forget=forget, phrases=phrases, label=UNLEARN_LABEL)
+    assert len(suite.groups["phrases"]) == 3 * 4
+    batched = E.score_examples(model, suite.groups["phrases"], tok.pad_token_id, batch_size=5)
+    single = [
+        E.score_examples(model, [ex], tok.pad_token_id, 1)[0] for ex in suite.groups["phrases"]
+    ]
+    for a, b in zip(batched, single, strict=True):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+    # The label score by hand: mean over prompts of the per-token average of the label tokens.
+    summary, per_example, pred = E.evaluate_model(model, tok, suite, batch_size=4, math=False)
+    ex = suite.groups["label"][0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ex.input_ids])).logits[0]
+    toks = [
+        float(torch.log_softmax(logits[t - 1], -1)[ex.labels[t]])
+        for t in range(1, len(ex.labels))
+        if ex.labels[t] != -100
+    ]
+    assert per_example["label"][0] == pytest.approx(sum(toks) / len(toks), abs=1e-5)
+    assert summary["label"] == pytest.approx(np.mean(per_example["label"]))
+    assert summary["phrases"] == pytest.approx(np.mean(per_example["phrases"]))
+    assert pred == []
+
+
+def test_math_sampling_is_seeded(llama):
+    from llm.synthetic import held_out_arithmetic
+
+    model, tok = llama
+    questions = held_out_arithmetic(3, 0, [])
+    suite = E.build_suite(tok, math=questions)
+    kwargs = dict(max_new_tokens=6, seed=4, batch_size=2, stop_token_ids=suite.stop_token_ids)
+    a = E.generate_samples(model, tok, suite.math_prompts, 2, **kwargs)
+    b = E.generate_samples(model, tok, suite.math_prompts, 2, **kwargs)
+    assert a == b and len(a) == 3 and all(len(s) == 2 for s in a)
+    summary, per_example, _ = E.evaluate_model(
+        model, tok, suite, math_samples=2, max_new_tokens=6, seed=4
+    )
+    assert len(per_example["math_strict"]) == 3
+    assert 0.0 <= summary["math_flexible"] <= 1.0 and not math.isnan(summary["math_strict"])
