@@ -1,0 +1,203 @@
+"""Monte Carlo check of Theorem 3.1 over random instances (jit + vmap, float64, chunked).
+
+Instances are split evenly over ``shapes``; within a shape every chunk of ``chunk_size`` instances
+is one jitted ``vmap`` of :func:`sim.spectral.check_instance` over keys, so memory stays bounded
+and a shape compiles once. Instance i of shape s uses key fold_in(fold_in(seed, s), i): the same
+seed gives identical results whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from sim.instances import InstanceDistribution, InstanceShape, LinearInstance, sample_instance
+from sim.spectral import SpectralCheck, check_instance
+
+DEFAULT_SHAPES = (
+    InstanceShape(d=20, n_a=10, n_b=15, k=4, m=10),
+    InstanceShape(d=50, n_a=30, n_b=40, k=8, m=25),
+    InstanceShape(d=100, n_a=50, n_b=50, k=10, m=50),
+    InstanceShape(d=30, n_a=60, n_b=45, k=5, m=30),
+)
+
+
+@dataclass(frozen=True)
+class TheoremConfig:
+    """Monte Carlo check of Theorem 3.1.
+
+    Attributes:
+        n_instances: total number of random instances (split evenly over shapes).
+        shapes: instance shapes to draw from.
+        distribution: ranges of mu, eta, feature correlation and shift.
+        n_steps: GA steps T; the bound is checked for max(t0, 0) <= t <= T.
+        chunk_size: instances per vmapped chunk (bounds memory).
+        seed: root of every random key.
+    """
+
+    n_instances: int = 2000
+    shapes: tuple[InstanceShape, ...] = DEFAULT_SHAPES
+    distribution: InstanceDistribution = field(default_factory=InstanceDistribution)
+    n_steps: int = 200
+    chunk_size: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_instances < len(self.shapes) or not self.shapes:
+            raise ValueError(
+                f"TheoremConfig.n_instances ({self.n_instances}) must be >= number of shapes "
+                f"({len(self.shapes)}) >= 1"
+            )
+        if self.n_steps < 1:
+            raise ValueError(f"TheoremConfig.n_steps must be >= 1, got {self.n_steps}")
+        if self.chunk_size < 1:
+            raise ValueError(f"TheoremConfig.chunk_size must be >= 1, got {self.chunk_size}")
+
+
+@partial(jax.jit, static_argnums=(2, 3))
+def _sample_chunk(
+    shape_key: jax.Array,
+    indices: jax.Array,
+    shape: InstanceShape,
+    dist: InstanceDistribution,
+) -> LinearInstance:
+    """Instances fold_in(shape_key, i) for i in ``indices`` (one compilation per chunk size)."""
+    keys = jax.vmap(lambda i: jax.random.fold_in(shape_key, i))(indices)
+    return jax.vmap(lambda k: sample_instance(k, shape, dist))(keys)
+
+
+@partial(jax.jit, static_argnums=(1,))
+def check_batch(batch: LinearInstance, n_steps: int) -> SpectralCheck:
+    """vmap of :func:`sim.spectral.check_instance` over a batch of instances."""
+    return jax.vmap(lambda inst: check_instance(inst, n_steps))(batch)
+
+
+def instance_counts(config: TheoremConfig) -> list[int]:
+    base, extra = divmod(config.n_instances, len(config.shapes))
+    return [base + (i < extra) for i in range(len(config.shapes))]
+
+
+def iter_chunks(config: TheoremConfig):
+    """Yield (shape index, instance batch) chunk by chunk, deterministic in the seed."""
+    root = jax.random.key(config.seed)
+    for s, (shape, count) in enumerate(zip(config.shapes, instance_counts(config), strict=True)):
+        shape_key = jax.random.fold_in(root, s)
+        for start in range(0, count, config.chunk_size):
+            idx = np.arange(start, min(start + config.chunk_size, count))
+            # Pad the last chunk to a full one so every chunk of a shape reuses one compilation.
+            padded = np.pad(idx, (0, config.chunk_size - idx.size), mode="edge")
+            batch = _sample_chunk(shape_key, padded, shape, config.distribution)
+            yield s, idx.size, batch
+
+
+@dataclass(frozen=True)
+class TheoremResult:
+    """Per-instance arrays (length n_instances) and the curves of a few instances."""
+
+    config: TheoremConfig
+    shape_index: np.ndarray
+    t0: np.ndarray
+    checked: np.ndarray
+    holds: np.ndarray
+    min_log10_margin: np.ndarray
+    log10_tightness_final: np.ndarray
+    log10_tightness_at_start: np.ndarray
+    rho_star: np.ndarray
+    sigma_u: np.ndarray
+    proj_norm: np.ndarray
+    off_norm: np.ndarray
+    eta: np.ndarray
+    corr: np.ndarray
+    shift: np.ndarray
+    example_log10_distance: np.ndarray  # (n_examples, T+1)
+    example_log10_bound: np.ndarray  # (n_examples, T+1)
+    example_t0: np.ndarray
+
+    def summary(self) -> dict[str, Any]:
+        """Fraction of checked instances where the bound holds, tightness and t0 quantiles."""
+        checked = self.checked
+        q = [0.0, 0.1, 0.5, 0.9, 1.0]
+
+        def quantiles(x):
+            x = x[np.isfinite(x)]
+            return (
+                dict(
+                    zip(
+                        ["min", "p10", "median", "p90", "max"],
+                        np.quantile(x, q).tolist(),
+                        strict=True,
+                    )
+                )
+                if x.size
+                else {}
+            )
+
+        return {
+            "n_instances": int(self.t0.size),
+            "n_checked": int(checked.sum()),
+            "fraction_checked": float(checked.mean()),
+            "fraction_bound_holds": float(self.holds[checked].mean())
+            if checked.any()
+            else float("nan"),
+            "n_violations": int((~self.holds & checked).sum()),
+            "min_log10_margin": float(np.min(self.min_log10_margin[checked]))
+            if checked.any()
+            else float("nan"),
+            "log10_tightness_final": quantiles(self.log10_tightness_final[checked]),
+            "log10_tightness_at_start": quantiles(self.log10_tightness_at_start[checked]),
+            "t0": quantiles(self.t0),
+            "fraction_t0_nonpositive": float(np.mean(self.t0 <= 0)),
+            "rho_star": quantiles(self.rho_star),
+        }
+
+
+def run_theorem_check(
+    config: TheoremConfig, n_examples: int = 6, progress: bool = True
+) -> TheoremResult:
+    """Run the Monte Carlo check; per-instance results (see :meth:`TheoremResult.summary`)."""
+    parts: dict[str, list[np.ndarray]] = {}
+    examples: list[tuple[np.ndarray, np.ndarray, float, int]] = []
+    bar = tqdm(total=config.n_instances, desc="theorem 3.1", disable=not progress, unit="inst")
+    for s, n_valid, batch in iter_chunks(config):
+        res = jax.device_get(check_batch(batch, config.n_steps))
+        fields = {
+            "shape_index": np.full(n_valid, s),
+            "eta": np.asarray(batch.eta)[:n_valid],
+            "corr": np.asarray(batch.corr)[:n_valid],
+            "shift": np.asarray(batch.shift)[:n_valid],
+        }
+        for name in (
+            "t0",
+            "checked",
+            "holds",
+            "min_log10_margin",
+            "log10_tightness_final",
+            "log10_tightness_at_start",
+            "rho_star",
+            "sigma_u",
+            "proj_norm",
+            "off_norm",
+        ):
+            fields[name] = np.asarray(getattr(res, name))[:n_valid]
+        for name, value in fields.items():
+            parts.setdefault(name, []).append(value)
+        # A few curves per shape for the figure (the first instances of each shape).
+        per_shape = -(-n_examples // len(config.shapes))
+        already = sum(1 for e in examples if e[3] == s)
+        for i in range(min(per_shape - already, n_valid, n_examples - len(examples))):
+            examples.append((res.log10_distance[i], res.log10_bound[i], float(res.t0[i]), s))
+        bar.update(n_valid)
+    bar.close()
+    arrays = {name: np.concatenate(v) for name, v in parts.items()}
+    return TheoremResult(
+        config=config,
+        example_log10_distance=np.stack([e[0] for e in examples]),
+        example_log10_bound=np.stack([e[1] for e in examples]),
+        example_t0=np.array([e[2] for e in examples]),
+        **arrays,
+    )
