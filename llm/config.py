@@ -25,6 +25,7 @@ DTYPES = ("fp32", "bf16", "fp64")
 SCHEDULES = ("wsd", "cosine", "constant")
 OBJECTIVES = ("ga", "npo", "simnpo")
 REFERENCES = ("adapter", "precomputed")
+STRATEGIES = ("ddp", "fsdp")
 
 # Paper Table 2: LoRA rank / alpha per model. Keys are lower-case model names.
 LORA_PRESETS: dict[str, tuple[int, int]] = {
@@ -174,6 +175,15 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    strategy: str = _f(
+        "ddp",
+        "ddp (every process holds the whole model, gradients all-reduced) | fsdp (fine-tuning "
+        "stages sharded with FSDP2 over the processes; full fine-tuning only)",
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str = _f("run", "run name")
     seed: int = _f(0, "seed of data order, adapters and sampling")
@@ -185,6 +195,7 @@ class RunConfig:
     paths: PathsConfig = _f(PathsConfig(), "which stage orders to train")
     unlearn: UnlearnConfig = _f(UnlearnConfig(), "local unlearning")
     eval: EvalConfig = _f(EvalConfig(), "evaluation")
+    distributed: DistributedConfig = _f(DistributedConfig(), "multi-process strategy")
 
     def stage(self, name: str) -> StageConfig:
         for s in self.stages:
@@ -354,6 +365,18 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"eval.math_prompt must be plain or paper, got {cfg.eval.math_prompt!r}")
     if cfg.eval.math_samples < 1 or cfg.eval.batch_size < 1:
         raise ConfigError("eval.math_samples and eval.batch_size must be >= 1")
+    strategy = cfg.distributed.strategy
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"distributed.strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "fsdp" and ft.method != "full":
+        raise ConfigError(
+            "distributed.strategy = 'fsdp' needs finetune.method = 'full' (LoRA under FSDP is "
+            "not supported: the adapter is merged into sharded weights); use strategy = 'ddp'"
+        )
+    if strategy == "fsdp" and cfg.model.device == "spread":
+        raise ConfigError(
+            "distributed.strategy = 'fsdp' cannot be combined with model.device = 'spread'"
+        )
 
 
 def _check_batch(where: str, batch: int, accum: int, lr: float, epochs: float) -> None:

@@ -6,6 +6,11 @@ on GPU). Every process holds the full model (data parallel); after the micro-bat
 optimizer step the gradients are summed across processes (:func:`sum_gradients`). Losses are
 already divided by the *global* labelled-token count, so the sum is the gradient of the whole
 global batch, identical to one process running the same batch.
+
+With ``strategy = "fsdp"`` (:func:`shard_model`) the model is instead sharded with FSDP2
+(``torch.distributed.fsdp.fully_shard``: every decoder layer, then the root) so that each process
+holds 1/world of the weights, gradients and optimizer state; FSDP's reduce-scatter then *sums*
+the gradients (divide factor 1), which keeps the same global-token normalisation.
 """
 
 from __future__ import annotations
@@ -117,3 +122,104 @@ def shard(indices: list[int], info: DistInfo) -> list[int]:
     over ranks is exactly ``indices``.
     """
     return list(indices[info.rank :: info.world_size])
+
+
+# ------------------------------------------------------------------------------------------
+# FSDP (FSDP2, ``fully_shard``)
+
+
+def is_fsdp(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was sharded by :func:`shard_model` (its parameters are DTensors)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer blocks of an HF causal LM: the first ``ModuleList`` named ``*layers``
+    (``model.layers`` of Llama / Qwen2 / Mistral; ``transformer.h`` style models are refused)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.rsplit(".", 1)[-1] == "layers":
+            return list(module)
+    raise ValueError(
+        f"{type(model).__name__} has no ModuleList named 'layers' to shard with FSDP "
+        "(supported: Llama / Qwen2-style decoders)"
+    )
+
+
+def shard_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """Shard ``model`` in place with FSDP2 over all processes: each decoder layer, then the root
+    (embeddings, final norm, LM head, tied or not). Parameters move to the mesh's device (cuda
+    with nccl, else cpu) layer by layer, so a model loaded on the CPU never has to fit one GPU.
+
+    Gradients are reduce-scattered as plain sums (divide factor 1, sum-only collectives, which
+    gloo also supports), because the losses are already divided by the global token count.
+    Build the optimizer *after* this call. One process: returns ``model`` unchanged.
+    """
+    if info.world_size <= 1:
+        return model
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    device_type = "cuda" if info.backend == "nccl" else "cpu"
+    mesh = init_device_mesh(device_type, (info.world_size,))
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_gradient_divide_factor(1.0)
+            module.set_force_sum_reduction_for_comms(True)
+    return model
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full (unsharded) state dict on the CPU.
+
+    For an FSDP model this is a collective (call it on every process); rank 0 gets every tensor,
+    the other ranks an empty dict. Otherwise it is ``model.state_dict()``.
+    """
+    if not is_fsdp(model):
+        return model.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def fsdp_train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model, optimizer) full state dicts of an FSDP model, on rank 0 (collective; the other
+    ranks get empty dicts). Optimizer state is keyed by parameter name, not index."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (
+        get_model_state_dict(model, options=options),
+        get_optimizer_state_dict(model, optimizer, options=options),
+    )
+
+
+def load_fsdp_train_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optim_state: dict
+) -> None:
+    """Inverse of :func:`fsdp_train_state`: every process passes the same full state dicts and
+    keeps its own shard of them (collective)."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(model, model_state, options=options)
+    set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+
+
+def local_value(value: torch.Tensor) -> torch.Tensor:
+    """A plain tensor from a possibly distributed one (e.g. FSDP's gradient norm, a DTensor)."""
+    full = getattr(value, "full_tensor", None)
+    return full() if full is not None else value

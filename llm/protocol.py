@@ -175,12 +175,15 @@ def resolve_model_path(path: str) -> Path:
     return p
 
 
-def load_model(ws_or_cfg: Workspace | RunConfig, path: Path):
-    """Load a model folder with the run's dtype onto the run's device, in eval mode."""
+def load_model(ws_or_cfg: Workspace | RunConfig, path: Path, on_cpu: bool = False):
+    """Load a model folder with the run's dtype onto the run's device (the CPU with ``on_cpu``:
+    FSDP moves the shards to the GPU itself), in eval mode."""
     from llm.models import load_model as f_load
 
     cfg = ws_or_cfg.cfg if isinstance(ws_or_cfg, Workspace) else ws_or_cfg
     device = ws_or_cfg.device if isinstance(ws_or_cfg, Workspace) else torch.device("cpu")
+    if on_cpu:
+        device = torch.device("cpu")
     dtype = "fp32" if cfg.model.dtype == "fp64" else cfg.model.dtype
     if cfg.model.device == "spread":
         if D.current().world_size > 1:
@@ -272,7 +275,8 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
     parent = ensure_prefix(ws, prefix[:-1])
     cfg, info = ws.cfg, D.current()
     stage = cfg.stage(prefix[-1])
-    model = load_model(ws, parent)
+    fsdp = cfg.distributed.strategy == "fsdp" and info.world_size > 1
+    model = load_model(ws, parent, on_cpu=fsdp)
     examples = ws.tokenized(stage.name)
     ckpt = ws.cache / f"{key}.ckpt"
     lora = lora_shape(cfg) if cfg.finetune.method == "lora" else None
@@ -286,10 +290,12 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
         lora=lora,
         ckpt_dir=ckpt,
         progress=ws.progress,
+        strategy=cfg.distributed.strategy,
     )
+    state = D.full_state_dict(model) if fsdp else None  # collective: every process gathers
     if info.is_main:
         with atomic_dir(done) as tmp:
-            model.save_pretrained(tmp / "model")
+            model.save_pretrained(tmp / "model", state_dict=state)
             ws.tokenizer.save_pretrained(tmp / "model")
             meta = {
                 "prefix": list(prefix),
@@ -297,6 +303,7 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
                 "parent": str(parent),
                 "stage": to_dict(stage),
                 "world_size": info.world_size,
+                "strategy": cfg.distributed.strategy,
                 "micro_batch": stage.batch_size // (stage.grad_accum * info.world_size),
                 "grad_accum": stage.grad_accum,
                 "n_examples": len(examples),

@@ -10,11 +10,16 @@ process), so that batch x accumulation x processes splits give the same gradient
 The data order of a run is a function of (seed, epoch) and every optimizer step reseeds torch from
 (seed, step, rank), so a step index is all that resume needs besides weights, optimizer and
 scheduler (:mod:`llm.checkpoint`).
+
+Several processes split every global batch; the model is either replicated (``ddp``: gradients
+summed by :func:`llm.distributed.sum_gradients`) or sharded with FSDP2 (``fsdp``:
+:func:`llm.distributed.shard_model`, the reduce-scatter sums). Both give the one-process update.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llm import distributed as D
-from llm.checkpoint import load_step_checkpoint, save_step_checkpoint
+from llm.checkpoint import atomic_dir, load_step_checkpoint, save_step_checkpoint
 from llm.config import FinetuneConfig, StageConfig
 from llm.objectives import IGNORE_INDEX, sequence_logprobs
 
@@ -184,6 +189,59 @@ def forward_logprobs(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return sequence_logprobs(out.logits, batch["labels"])
 
 
+def zero_loss(model, device: torch.device) -> torch.Tensor:
+    """0 x the logits of one token: under FSDP a process whose micro-batch is empty must still
+    run forward and backward (its shards join every all-gather and reduce-scatter)."""
+    ids = torch.zeros((1, 1), dtype=torch.long, device=device)
+    return model(input_ids=ids).logits.sum() * 0.0
+
+
+# ------------------------------------------------------------------------------------------
+# Step checkpoints of an FSDP model (full state dicts, gathered on rank 0)
+
+
+def save_fsdp_step_checkpoint(path, model, optimizer, scheduler, step: int, extra: dict) -> None:
+    """Like :func:`llm.checkpoint.save_step_checkpoint` for a sharded model; collective (every
+    process gathers, rank 0 writes). Weights and optimizer state are full, keyed by name."""
+    model_state, optim_state = D.fsdp_train_state(model, optimizer)
+    if D.current().is_main:
+        with atomic_dir(path) as tmp:
+            torch.save(
+                {
+                    "strategy": "fsdp",
+                    "model": model_state,
+                    "optimizer": optim_state,
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "extra": extra,
+                },
+                tmp / "state.pt",
+            )
+            (tmp / "step.json").write_text(f'{{"step": {step}, "strategy": "fsdp"}}\n')
+
+
+def load_any_step_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
+    """Restore a step checkpoint written under the model's own strategy (ddp or fsdp)."""
+    fsdp = D.is_fsdp(model)
+    if not fsdp:
+        meta = path / "step.json"
+        if meta.exists() and json.loads(meta.read_text()).get("strategy") == "fsdp":
+            raise ValueError(
+                f"step checkpoint {path} was written under FSDP; resume it with "
+                "distributed.strategy = 'fsdp' or delete it"
+            )
+        return load_step_checkpoint(path, model, optimizer, scheduler)
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
+    if state.get("strategy") != "fsdp":
+        raise ValueError(
+            f"step checkpoint {path} was written without FSDP; resume it with "
+            "distributed.strategy = 'ddp' or delete it"
+        )
+    D.load_fsdp_train_state(model, optimizer, state["model"], state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["step"]), state["extra"]
+
+
 # ------------------------------------------------------------------------------------------
 # The loop
 
@@ -232,6 +290,7 @@ def run_loop(
     loss or gradient norm is not finite.
     """
     info = D.current()
+    fsdp = D.is_fsdp(model)  # sharded: the optimizer below sees only this process's shards
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -240,7 +299,7 @@ def run_loop(
     start, records = 0, []
     ckpt = Path(ckpt_dir) if ckpt_dir else None
     if ckpt is not None and (ckpt / "state.pt").exists():
-        start, extra = load_step_checkpoint(ckpt, model, optimizer, scheduler)
+        start, extra = load_any_step_checkpoint(ckpt, model, optimizer, scheduler)
         records = list(extra.get("records", []))
     device = model_device(model)
     bar = tqdm(total=len(steps), initial=start, desc=desc, disable=not (progress and info.is_main))
@@ -260,6 +319,8 @@ def run_loop(
         stats: dict[str, float] = {}
         for micro in micros:
             if not len(micro):
+                if fsdp:
+                    zero_loss(model, device).backward()
                 continue
             loss, micro_stats = objective.loss(model, micro, totals)
             loss.backward()
@@ -272,13 +333,14 @@ def run_loop(
                 k: sum(part.get(k, 0.0) for part in D.gather_objects(stats))
                 for k in sorted(set().union(*D.gather_objects(set(stats))))
             }
-        D.sum_gradients(params)
+        if not fsdp:  # FSDP already summed them (reduce-scatter in backward)
+            D.sum_gradients(params)
         for p in params:  # a process whose micro-batches were all empty still has zero grads
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
         max_norm = settings.max_grad_norm if settings.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        loss_value, norm_value = float(loss_sum), float(grad_norm)
+        loss_value, norm_value = float(loss_sum), float(D.local_value(grad_norm))
         if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             raise NonFiniteError(
                 f"{desc}: non-finite loss ({loss_value}) or gradient norm ({norm_value}) at "
@@ -302,7 +364,11 @@ def run_loop(
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1 == len(steps)
         if ckpt is not None and ((step + 1) % settings.checkpoint_every == 0 or done):
-            if info.is_main:
+            if fsdp:
+                save_fsdp_step_checkpoint(
+                    ckpt, model, optimizer, scheduler, step + 1, {"records": records}
+                )
+            elif info.is_main:
                 save_step_checkpoint(
                     ckpt, model, optimizer, scheduler, step + 1, {"records": records}
                 )
@@ -339,6 +405,7 @@ def train_stage(
     merge: bool = True,
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
+    strategy: str = "ddp",
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Fine-tune ``model`` on one stage; returns (model, per-step records).
 
@@ -346,13 +413,23 @@ def train_stage(
     into the weights, so the next stage starts from plain weights and a fresh adapter; otherwise
     every parameter trains. ``examples`` are tokenized (``input_ids``, ``labels``) examples; the
     loss is the assistant-token NLL normalised by the global labelled-token count of each step.
+
+    ``strategy="fsdp"`` (full fine-tuning only) shards the model with FSDP2 before the optimizer
+    is built when there are several processes; the returned model is then sharded: gather it
+    with :func:`llm.distributed.full_state_dict` (on every process) to save it.
     """
     info = D.current()
+    if strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")
+    if strategy == "fsdp" and lora is not None:
+        raise ValueError("FSDP supports full fine-tuning only (lora=None); use strategy='ddp'")
     if lora is not None:
         model = attach_lora(model, lora[0], lora[1], ft.lora_dropout, ft.lora_targets, seed)
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+        if strategy == "fsdp":
+            model = D.shard_model(model, info)
     plan = batch_plan(len(examples), stage.batch_size, stage.epochs, seed)
     steps = [micro_batches(b, info, stage.grad_accum) for b in plan]
     records = run_loop(
