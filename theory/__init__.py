@@ -8,13 +8,9 @@ Beyond the paper: :mod:`theory.quadratic`, :mod:`theory.weakly_local`, :mod:`the
 demand): ``from theory import symbolic``.
 """
 
-import jax
-
-# Closed forms are checked against iterated updates to ~1e-9 relative error: float64 throughout.
-jax.config.update("jax_enable_x64", True)
-
-from theory import preference, quadratic, stages, weakly_local  # noqa: E402
-from theory.bound import (  # noqa: E402
+import theory._jax  # noqa: F401  (float64 and XLA flags, before any JAX work)
+from theory import preference, quadratic, stages, weakly_local
+from theory.bound import (
     BoundQuantities,
     bound_from_eigensystem,
     bound_holds_from,
@@ -24,7 +20,7 @@ from theory.bound import (  # noqa: E402
     log10_tightness,
     theorem_3_1,
 )
-from theory.instance import (  # noqa: E402
+from theory.instance import (
     Instance,
     InstanceError,
     check_instance,
@@ -34,7 +30,7 @@ from theory.instance import (  # noqa: E402
     save_instance,
     validate_instance,
 )
-from theory.linear import (  # noqa: E402
+from theory.linear import (
     commutation_residual,
     gd_stage,
     history_difference,
@@ -45,7 +41,7 @@ from theory.linear import (  # noqa: E402
     train_stages,
     train_stages_gd,
 )
-from theory.unlearning import (  # noqa: E402
+from theory.unlearning import (
     forget_eigensystem,
     forget_loss,
     forget_projector,
