@@ -1,0 +1,276 @@
+"""The main job end to end in --quick mode on the tiny models: files, numbers, verdicts, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from llm import main_job as MJ
+
+
+@pytest.fixture(scope="module")
+def quick_job(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("main-job") / "demo"
+    cfg = MJ.MainJobConfig(out=out, quick=True, models_dir=str(tiny_models_dir), progress=False)
+    metrics = MJ.run_main_job(cfg)
+    return out, metrics
+
+
+@pytest.fixture(scope="module")
+def two_seed_job(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("main-job-seeds") / "demo"
+    cfg = MJ.MainJobConfig(
+        out=out,
+        seeds=2,
+        quick=True,
+        archs=("llama",),
+        models_dir=str(tiny_models_dir),
+        rcu=False,
+        progress=False,
+    )
+    return out, MJ.run_main_job(cfg)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_report_files_exist(quick_job) -> None:
+    out, _ = quick_job
+    for name in (
+        "report.md",
+        "metrics.json",
+        "fig_label_curves.png",
+        "theory/check.json",
+        "theory/bound_vs_exact.png",
+    ):
+        assert (out / name).is_file(), name
+    for arch in ("llama", "qwen2"):
+        for rel in ("seed0/report/table1.md", "seed0/re_distance.json"):
+            assert (out / "llm" / arch / rel).is_file(), rel
+    # --quick runs R/C/U on the first architecture only
+    assert (out / "llm" / "llama" / "rcu_seed0" / "runs" / "retrain" / "metrics.json").is_file()
+    assert not (out / "llm" / "qwen2" / "rcu_seed0").exists()
+    assert not list(out.glob(".*.tmp*"))
+
+
+def test_report_is_rendered_from_metrics_file(quick_job) -> None:
+    out, metrics = quick_job
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert (out / "report.md").read_text() == MJ.render_report(on_disk)
+    text = (out / "report.md").read_text()
+    for heading in (
+        "Theorem 3.1",
+        "Precondition",
+        "Finding 1",
+        "Finding 2",
+        "Finding 3",
+        "Finding 4",
+        "Finding 5",
+        "Summary",
+    ):
+        assert heading in text
+
+
+def test_report_numbers_equal_protocol_files(quick_job, tiny_models_dir: Path) -> None:
+    """Numbers in the report come from the protocol's own metrics files (read independently)."""
+    out, metrics = quick_job
+    text = (out / "report.md").read_text()
+    for arch in ("llama", "qwen2"):
+        run = out / "llm" / arch / "seed0"
+        vocab = json.loads((tiny_models_dir / arch / "config.json").read_text())["vocab_size"]
+        retrain = json.loads((run / "runs" / "retrain" / "metrics.json").read_text())["summary"]
+        pre = metrics["llm"][arch]["precondition"]
+        assert pre["chance"] == pytest.approx(-math.log(vocab), abs=1e-12)
+        for p in ("p1", "p2", "p3", "p4"):
+            step0 = _jsonl(run / "runs" / p / "ga" / "metrics.jsonl")[0]
+            assert step0["step"] == 0
+            row = pre["paths"][p]
+            assert row["label"]["mean"] == pytest.approx(step0["label"], abs=1e-12)
+            assert row["over_retrain"]["mean"] == pytest.approx(
+                step0["label"] - retrain["label"], abs=1e-12
+            )
+            holds = (step0["label"] + math.log(vocab) > MJ.CHANCE_MARGIN) and (
+                step0["label"] - retrain["label"] > MJ.RETRAIN_MARGIN
+            )
+            assert row["holds"] == holds
+            line = (
+                f"| {p} | {MJ._ci_text(row['label'])} | {MJ._ci_text(row['over_chance'])} | "
+                f"{MJ._ci_text(row['over_retrain'])} |"
+            )
+            assert line in text
+        # Recency verdict recomputed from the metrics.jsonl files.
+        rec = metrics["llm"][arch]["findings"]["recency"]
+        for m in ("ga", "npo", "simnpo"):
+            drops = {}
+            for p in ("p1", "p2", "p3", "p4"):
+                recs = [r for r in _jsonl(run / "runs" / p / m / "metrics.jsonl") if "label" in r]
+                drops[p] = recs[0]["label"] - recs[-1]["label"]
+                assert rec["methods"][m]["drop"][p]["mean"] == pytest.approx(drops[p], abs=1e-12)
+            assert rec["methods"][m]["slowest"] == min(drops, key=drops.get)
+        # RE distance to retrain at the last step equals re_distance.json.
+        re = json.loads((run / "re_distance.json").read_text())
+        dist = metrics["llm"][arch]["findings"]["retrain_distance"]["methods"]["ga"]["paths"]
+        assert dist["p2"]["last"]["mean"] == pytest.approx(re["ga"]["to_retrain"]["p2"][-1])
+
+
+def test_theory_numbers_match_check_json(quick_job) -> None:
+    out, metrics = quick_job
+    check = json.loads((out / "theory" / "check.json").read_text())
+    th = metrics["theory"]
+    assert th["rho_star"] == check["rho_star"]
+    assert th["log10_d_last"] == pytest.approx(check["log10_re_distance"][-1])
+    assert th["bound_holds"] == (check["min_log10_tightness_guaranteed"] >= -1e-9)
+    assert f"ρ* = {MJ._f(check['rho_star'], 4)}" in (out / "report.md").read_text()
+
+
+def test_sim_numbers_match_paths_summary(quick_job) -> None:
+    out, metrics = quick_job
+    summary = json.loads((out / "sim" / "paths_summary.json").read_text())
+    sim = metrics["sim"]
+    assert sim["summary"] == summary
+    assert (out / sim["figure"]).is_file()
+    assert sim["diverges"] == (summary["pairwise_growth_log10"] > 0)
+    assert sim["recency"] == summary["recency_slowest_is_last"]
+    growth = f"(log10 growth {MJ._f(summary['pairwise_growth_log10'])})"
+    assert growth in (out / "report.md").read_text()
+
+
+def test_summary_verdicts_follow_findings(quick_job) -> None:
+    _, metrics = quick_job
+    for arch, s in metrics["summary"].items():
+        a = metrics["llm"][arch]
+        assert s["precondition"] == a["precondition"]["holds"]
+        assert s["recency"] == a["findings"]["recency"]["reproduced"]
+        if arch == "llama":
+            kinds = {v["kind"] for v in a["rcu"]["orders"].values()}
+            assert s["rcu"] == (len(kinds) == 2)
+        else:
+            assert "rcu" not in a and s["rcu"] is None
+        active = [m for m in a["methods"] if m not in a["findings"]["inert_methods"]]
+        rec = a["findings"]["recency"]
+        assert rec["judged_cells"] == len(active)
+        assert rec["reproduced"] == (2 * rec["cells"] > len(active))
+
+
+def test_seeds_give_t_intervals(two_seed_job) -> None:
+    out, metrics = two_seed_job
+    a = metrics["llm"]["llama"]
+    assert a["folders"] == ["llm/llama/seed0", "llm/llama/seed1"]
+    row = a["precondition"]["paths"]["p4"]["label"]
+    labels = [
+        _jsonl(out / f / "runs" / "p4" / "ga" / "metrics.jsonl")[0]["label"] for f in a["folders"]
+    ]
+    assert row["values"] == pytest.approx(labels)
+    # t(0.975, df=1) = 12.7062; half-width = t * s / sqrt(n)
+    expected = 12.706204736 * np.std(labels, ddof=1) / math.sqrt(2)
+    assert row["half_width"] == pytest.approx(expected, rel=1e-6)
+    assert f"{MJ._ci_text(row)}" in (out / "report.md").read_text()
+
+
+def test_t_interval_against_hand_computation() -> None:
+    r = MJ.t_interval([1.0, 2.0, 3.0])
+    assert r["mean"] == 2.0
+    assert r["half_width"] == pytest.approx(4.302652730 / math.sqrt(3), rel=1e-8)
+    assert MJ.t_interval([5.0])["half_width"] is None
+    with pytest.raises(MJ.MainJobError):
+        MJ.t_interval([])
+
+
+def _seed(labels: dict[str, float], tofu: dict[str, float], retrain: float = -8.0) -> dict:
+    return {
+        "paths": sorted(labels),
+        "chance": -math.log(100),
+        "vocab_size": 100,
+        "retrain_label": retrain,
+        "before": {p: {"label": labels[p], "tofu": tofu[p]} for p in labels},
+    }
+
+
+def test_precondition_thresholds() -> None:
+    good = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2})
+    assert MJ.precondition([good])["holds"]
+    erased = _seed({"p1": -4.4, "p2": -2.5}, {"p1": -1.0, "p2": -1.2})  # p1 below chance + 1
+    res = MJ.precondition([erased])
+    assert not res["holds"] and not res["paths"]["p1"]["holds"] and res["paths"]["p2"]["holds"]
+    uneven = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -2.0})  # utility spread 1.0
+    res = MJ.precondition([uneven])
+    assert res["all_paths_hold"] and not res["utility_similar"] and not res["holds"]
+    close_to_retrain = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2}, retrain=-3.0)
+    assert not MJ.precondition([close_to_retrain])["paths"]["p2"]["holds"]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "llm.main_job", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--archs", "gpt2"], "gpt2"),
+        (["--threads", "-1"], "--threads"),
+        (["--models", "/nonexistent-pathdep"], "nonexistent"),
+    ],
+)
+def test_cli_bad_input_exits_2(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = tmp_path / "out"
+    res = _cli("--out", str(out), "--quick", "--no-progress", *args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+    assert not (out / "report.md").exists() and not (out / "metrics.json").exists()
+
+
+def _method_rows(drops: dict[str, float], between: tuple[float, float]) -> dict:
+    return {
+        "paths": {
+            p: {
+                "label_drop": d,
+                "tofu_loss": d / 2,
+                "math_drop": 0.0,
+                "re_first": 1.0,
+                "re_last": 1.0 + d,
+            }
+            for p, d in drops.items()
+        },
+        "between_first": between[0],
+        "between_last": between[1],
+        "between_max_last": 2 * between[1],
+    }
+
+
+def test_findings_verdicts_and_inert_methods() -> None:
+    paths = ["p1", "p2", "p3", "p4"]
+    seed = {
+        "paths": paths,
+        "methods": ["ga", "simnpo"],
+        "before": {p: {"label": -3.0, "tofu": -5.0, "math_flexible": 0.04} for p in paths},
+        "methods_data": {
+            "ga": _method_rows({"p1": 2.0, "p2": 3.0, "p3": 4.0, "p4": 0.3}, (1.0, 5.0)),
+            # does not move: must be left out of every verdict
+            "simnpo": _method_rows({p: 0.0 for p in paths}, (1.0, 1.0)),
+        },
+    }
+    f = MJ.findings([seed])
+    assert f["inert_methods"] == ["simnpo"]
+    assert f["divergence"]["reproduced"]  # ga grows; simnpo (flat) is not judged
+    assert f["recency"]["methods"]["ga"]["slowest"] == "p4"
+    assert f["recency"]["judged_cells"] == 1 and f["recency"]["reproduced"]
+    assert f["utility"]["tofu"]["reproduced"]  # (2.0 - 0.15) / 2.0 > 0.2
+    assert not f["utility"]["math"]["measurable"]  # 0.04 < MIN_MATH_ACCURACY
+    ratio = f["retrain_distance"]["methods"]["ga"]["ratio"]
+    assert ratio == pytest.approx(5.0 / 1.3)
+    assert f["retrain_distance"]["methods"]["ga"]["epsilon_guaranteed"] == pytest.approx(2.5)
+    # recency fails when another path forgets slowest
+    seed["methods_data"]["ga"] = _method_rows({"p1": 0.1, "p2": 3, "p3": 4, "p4": 1}, (1, 5))
+    assert not MJ.findings([seed])["recency"]["reproduced"]
