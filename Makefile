@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 OUT ?= results/demo
 STAMP := $(VENV)/.pathdep-installed
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo bench test lint format clean
 
 setup: $(STAMP)
 
@@ -17,8 +17,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# The main job: default models (built once, cached), Theorem 3.1, the sim path study and the llm
+# protocol on both default architectures, into one report folder ($(OUT)/report.md).
 demo: setup
-	$(PY) -m theory demo --out $(OUT)/theory
+	$(PY) -m llm.main_job --out $(OUT)
+
+bench: setup
+	$(PY) -m sim bench
+	$(PY) benchmarks/main_job.py
 
 test: setup lint
 	$(PY) -m pytest
