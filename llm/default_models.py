@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from llm import synthetic
-from llm.data import atomic_write_text
+from llm.checkpoint import atomic_write_text
 from llm.tokenization import render_chat, template_hash
 
 ARCHS = ("llama", "qwen2")

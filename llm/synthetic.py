@@ -27,7 +27,8 @@ from datetime import date, timedelta
 from importlib import resources
 from pathlib import Path
 
-from llm.data import ChatExample, Message, RCUItem, atomic_write_text, save_examples, save_rcu_items
+from llm.checkpoint import atomic_write_text
+from llm.data import ChatExample, Message, RCUItem, save_examples, save_rcu_items
 
 __all__ = [
     "UNLEARN_LABEL",

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _theorem(a) -> int:
     from sim.plots import theorem_figure
-    from sim.theorem import TheoremConfig, run_theorem_check
+    from sim.theorem import INSTANCE_FIELDS, TheoremConfig, run_theorem_check
 
     cfg = TheoremConfig(
         n_instances=a.n_instances, n_steps=a.n_steps, chunk_size=a.chunk_size, seed=a.seed
@@ -145,23 +145,7 @@ def _theorem(a) -> int:
     out = a.out or Path("results/sim/theorem")
     res = run_theorem_check(cfg, progress=not a.no_progress)
     summary = res.summary()
-    fields = (
-        "shape_index",
-        "t0",
-        "checked",
-        "holds",
-        "min_log10_margin",
-        "log10_tightness_final",
-        "log10_tightness_at_start",
-        "rho_star",
-        "sigma_u",
-        "proj_norm",
-        "off_norm",
-        "eta",
-        "corr",
-        "shift",
-    )
-    rows = [{f: getattr(res, f)[i].item() for f in fields} for i in range(res.t0.size)]
+    rows = [{f: getattr(res, f)[i].item() for f in INSTANCE_FIELDS} for i in range(res.t0.size)]
     write_csv(out / "instances.csv", rows)
     write_json(out / "config.json", config_record(cfg))
     write_json(out / "summary.json", summary)

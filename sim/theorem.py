@@ -27,6 +27,22 @@ DEFAULT_SHAPES = (
 )
 
 
+# Per-instance outputs of the check, and every per-instance column of ``instances.csv``.
+CHECK_FIELDS = (
+    "t0",
+    "checked",
+    "holds",
+    "min_log10_margin",
+    "log10_tightness_final",
+    "log10_tightness_at_start",
+    "rho_star",
+    "sigma_u",
+    "proj_norm",
+    "off_norm",
+)
+INSTANCE_FIELDS = ("shape_index", *CHECK_FIELDS, "eta", "corr", "shift")
+
+
 @dataclass(frozen=True)
 class TheoremConfig:
     """Monte Carlo check of Theorem 3.1.
@@ -171,18 +187,7 @@ def run_theorem_check(
             "corr": np.asarray(batch.corr)[:n_valid],
             "shift": np.asarray(batch.shift)[:n_valid],
         }
-        for name in (
-            "t0",
-            "checked",
-            "holds",
-            "min_log10_margin",
-            "log10_tightness_final",
-            "log10_tightness_at_start",
-            "rho_star",
-            "sigma_u",
-            "proj_norm",
-            "off_norm",
-        ):
+        for name in CHECK_FIELDS:
             fields[name] = np.asarray(getattr(res, name))[:n_valid]
         for name, value in fields.items():
             parts.setdefault(name, []).append(value)
