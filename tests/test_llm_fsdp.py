@@ -5,12 +5,11 @@ the gathered checkpoint is an ordinary HF folder that ``llm.models.load_model`` 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from _distributed import free_port, init_gloo_worker
 
 from llm import config as C
 from llm import distributed as D
@@ -62,12 +61,6 @@ def protocol_stage(model_dir: Path, strategy: str, out: Path) -> Path:
     return P.ensure_prefix(ws, ("inst",))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _load(model_dir: Path):
     from llm.models import load_model
     from llm.synthetic import instruction_following
@@ -104,12 +97,7 @@ def _train(model_dir: Path, strategy: str, grad_accum: int = 1, ckpt=None, kill_
 
 
 def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
-    D.init_from_env("cpu")
-    torch.set_num_threads(1)
+    init_gloo_worker(rank, world, port)
     model_dir, out = Path(model_dir), Path(out)
     result = {}
     model, _, _ = _train(model_dir, "ddp")
@@ -144,7 +132,7 @@ def test_fsdp_two_processes_equal_one_process_and_ddp(tiny_models_dir, tmp_path)
 
     mp.start_processes(
         _worker,
-        args=(2, _free_port(), str(tiny_models_dir), str(tmp_path)),
+        args=(2, free_port(), str(tiny_models_dir), str(tmp_path)),
         nprocs=2,
         join=True,
         start_method="spawn",

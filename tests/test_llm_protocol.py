@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _distributed import free_port
 
 from llm import config as C
 from llm import protocol as P
@@ -195,7 +196,7 @@ def test_torchrun_two_processes_equal_one(tiny_models_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["-m", "llm", "protocol", "--config", str(config), "--no-progress", "--threads", "1"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    torchrun += ["--master_port", str(_free_port())]
+    torchrun += ["--master_port", str(free_port())]
     for cmd, out in ((torchrun, "two"), ([sys.executable], "one")):
         proc = subprocess.run(
             [*cmd, *args, "--out", str(tmp_path / out)],
@@ -214,11 +215,3 @@ def test_torchrun_two_processes_equal_one(tiny_models_dir, tmp_path):
             for k, v in a.items():
                 if isinstance(v, float) and k != "time":
                     assert b[k] == pytest.approx(v, rel=1e-9, abs=1e-9), (a["step"], k)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -4,12 +4,11 @@ two processes reproduce one uninterrupted process."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from _distributed import free_port, init_gloo_worker
 
 from llm import distributed as D
 from llm.config import FinetuneConfig, StageConfig
@@ -200,19 +199,8 @@ def test_resume_equals_uninterrupted(tiny_models_dir, tmp_path):
         assert torch.allclose(reference[k], resumed[k], atol=1e-6), k
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-    )  # fmt: skip
-    D.init_from_env("cpu")
-    torch.set_num_threads(1)
+    init_gloo_worker(rank, world, port)
     params = _distributed_run(Path(model_dir), grad_accum=1)
     if rank == 0:
         torch.save(params, out)
@@ -235,7 +223,7 @@ def test_two_processes_equal_one(tiny_models_dir, tmp_path):
     out = tmp_path / "two.pt"
     mp.start_processes(
         _worker,
-        args=(2, _free_port(), str(tiny_models_dir), str(out)),
+        args=(2, free_port(), str(tiny_models_dir), str(out)),
         nprocs=2,
         join=True,
         start_method="spawn",
