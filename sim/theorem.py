@@ -3,20 +3,26 @@
 Instances are split evenly over ``shapes``; within a shape every chunk of ``chunk_size`` instances
 is one jitted ``vmap`` of :func:`sim.spectral.check_instance` over keys, so memory stays bounded
 and a shape compiles once. Instance i of shape s uses key fold_in(fold_in(seed, s), i): the same
-seed gives identical results whatever the chunk size.
+seed gives identical results whatever the chunk size or the number of worker processes
+(``workers`` > 1 spreads chunks over core-pinned processes, :mod:`sim.parallel`).
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from sim.instances import InstanceDistribution, InstanceShape, LinearInstance, sample_instance
+from sim.parallel import pinned_pool
 from sim.spectral import SpectralCheck, check_instance
 
 DEFAULT_SHAPES = (
@@ -98,17 +104,86 @@ def instance_counts(config: TheoremConfig) -> list[int]:
     return [base + (i < extra) for i in range(len(config.shapes))]
 
 
-def iter_chunks(config: TheoremConfig):
-    """Yield (shape index, instance batch) chunk by chunk, deterministic in the seed."""
-    root = jax.random.key(config.seed)
-    for s, (shape, count) in enumerate(zip(config.shapes, instance_counts(config), strict=True)):
-        shape_key = jax.random.fold_in(root, s)
-        for start in range(0, count, config.chunk_size):
-            idx = np.arange(start, min(start + config.chunk_size, count))
-            # Pad the last chunk to a full one so every chunk of a shape reuses one compilation.
-            padded = np.pad(idx, (0, config.chunk_size - idx.size), mode="edge")
-            batch = _sample_chunk(shape_key, padded, shape, config.distribution)
-            yield s, idx.size, batch
+class ChunkTask(NamedTuple):
+    """Instances start..start+count-1 of shape ``shape_index``."""
+
+    shape_index: int
+    start: int
+    count: int
+
+
+def chunk_tasks(config: TheoremConfig) -> list[ChunkTask]:
+    """Every chunk of the check, in output order."""
+    return [
+        ChunkTask(s, start, min(config.chunk_size, count - start))
+        for s, count in enumerate(instance_counts(config))
+        for start in range(0, count, config.chunk_size)
+    ]
+
+
+def sample_task(config: TheoremConfig, task: ChunkTask) -> LinearInstance:
+    """The instances of one chunk, padded to ``chunk_size`` (one compilation per shape)."""
+    shape_key = jax.random.fold_in(jax.random.key(config.seed), task.shape_index)
+    idx = np.arange(task.start, task.start + task.count)
+    padded = np.pad(idx, (0, config.chunk_size - idx.size), mode="edge")
+    return _sample_chunk(shape_key, padded, config.shapes[task.shape_index], config.distribution)
+
+
+class ChunkResult(NamedTuple):
+    """Per-instance fields of one chunk (CHECK_FIELDS and eta/corr/shift), trimmed to its count,
+    the first ``n_curves`` curves, and where the time went."""
+
+    task: ChunkTask
+    fields: dict[str, np.ndarray]
+    log10_distance: np.ndarray  # (n_curves, T+1)
+    log10_bound: np.ndarray  # (n_curves, T+1)
+    sample_seconds: float
+    check_seconds: float
+    worker: int  # process id
+
+
+def check_task(config: TheoremConfig, task: ChunkTask, n_curves: int = 0) -> ChunkResult:
+    """Sample and check one chunk (in this process or in a worker of :func:`map_tasks`)."""
+    t = time.perf_counter()
+    batch = jax.block_until_ready(sample_task(config, task))
+    sampled = time.perf_counter()
+    res = jax.device_get(check_batch(batch, config.n_steps))
+    checked = time.perf_counter()
+    n = task.count
+    fields = {name: np.asarray(getattr(res, name))[:n] for name in CHECK_FIELDS}
+    fields.update({name: np.asarray(getattr(batch, name))[:n] for name in ("eta", "corr", "shift")})
+    curves = min(n_curves, n)
+    return ChunkResult(
+        task,
+        fields,
+        np.asarray(res.log10_distance[:curves]),
+        np.asarray(res.log10_bound[:curves]),
+        sampled - t,
+        checked - sampled,
+        os.getpid(),
+    )
+
+
+def _compile_in_worker(config: TheoremConfig) -> None:
+    """Worker warm-up: compile sampling and the check for every shape."""
+    for s in range(len(config.shapes)):
+        check_task(config, ChunkTask(s, 0, 1))
+
+
+@contextmanager
+def task_runner(
+    config: TheoremConfig, workers: int = 1, n_curves: int = 0
+) -> Iterator[Callable[[list[ChunkTask]], Iterator[ChunkResult]]]:
+    """A function mapping tasks to results in order: in this process (workers=1) or in a pool
+    of core-pinned, already compiled worker processes (:func:`sim.parallel.pinned_pool`).
+
+    Results do not depend on ``workers``: every instance has its own key.
+    """
+    if workers == 1:
+        yield lambda tasks: (check_task(config, t, n_curves) for t in tasks)
+        return
+    with pinned_pool(workers, _compile_in_worker, (config,)) as pool:
+        yield lambda tasks: pool.imap(partial(check_task, config, n_curves=n_curves), tasks)
 
 
 @dataclass(frozen=True)
@@ -173,30 +248,29 @@ class TheoremResult:
 
 
 def run_theorem_check(
-    config: TheoremConfig, n_examples: int = 6, progress: bool = True
+    config: TheoremConfig, n_examples: int = 6, progress: bool = True, workers: int = 1
 ) -> TheoremResult:
-    """Run the Monte Carlo check; per-instance results (see :meth:`TheoremResult.summary`)."""
+    """Run the Monte Carlo check; per-instance results (see :meth:`TheoremResult.summary`).
+
+    ``workers > 1`` spreads the chunks over that many core-pinned processes (same results).
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    per_shape = -(-n_examples // len(config.shapes))  # curves of the first instances per shape
     parts: dict[str, list[np.ndarray]] = {}
-    examples: list[tuple[np.ndarray, np.ndarray, float, int]] = []
+    examples: list[tuple[np.ndarray, np.ndarray, float, int]] = []  # curve, bound, t0, shape
     bar = tqdm(total=config.n_instances, desc="theorem 3.1", disable=not progress, unit="inst")
-    for s, n_valid, batch in iter_chunks(config):
-        res = jax.device_get(check_batch(batch, config.n_steps))
-        fields = {
-            "shape_index": np.full(n_valid, s),
-            "eta": np.asarray(batch.eta)[:n_valid],
-            "corr": np.asarray(batch.corr)[:n_valid],
-            "shift": np.asarray(batch.shift)[:n_valid],
-        }
-        for name in CHECK_FIELDS:
-            fields[name] = np.asarray(getattr(res, name))[:n_valid]
-        for name, value in fields.items():
-            parts.setdefault(name, []).append(value)
-        # A few curves per shape for the figure (the first instances of each shape).
-        per_shape = -(-n_examples // len(config.shapes))
-        already = sum(1 for e in examples if e[3] == s)
-        for i in range(min(per_shape - already, n_valid, n_examples - len(examples))):
-            examples.append((res.log10_distance[i], res.log10_bound[i], float(res.t0[i]), s))
-        bar.update(n_valid)
+    with task_runner(config, workers, n_curves=per_shape) as run:
+        for r in run(chunk_tasks(config)):
+            s = r.task.shape_index
+            fields = {"shape_index": np.full(r.task.count, s), **r.fields}
+            for name, value in fields.items():
+                parts.setdefault(name, []).append(value)
+            if r.task.start == 0:  # the figure shows the first instances of each shape
+                for i in range(min(len(r.log10_distance), n_examples - len(examples))):
+                    t0 = float(r.fields["t0"][i])
+                    examples.append((r.log10_distance[i], r.log10_bound[i], t0, s))
+            bar.update(r.task.count)
     bar.close()
     arrays = {name: np.concatenate(v) for name, v in parts.items()}
     return TheoremResult(

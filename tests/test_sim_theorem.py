@@ -100,6 +100,33 @@ def test_same_seed_same_result_and_chunking_invariance():
     assert not np.array_equal(a.t0, d.t0)
 
 
+def test_worker_processes_give_identical_results():
+    cfg = TheoremConfig(n_instances=60, shapes=(SMALL, TALL), n_steps=30, chunk_size=10, seed=4)
+    one = run_theorem_check(cfg, progress=False)
+    two = run_theorem_check(cfg, progress=False, workers=2)
+    for name in ("shape_index", "t0", "holds", "log10_tightness_final", "eta", "corr"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+    np.testing.assert_array_equal(one.example_log10_distance, two.example_log10_distance)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_theorem_check(cfg, progress=False, workers=0)
+
+
+def _failing_warmup() -> None:
+    raise OSError("warm-up failed on purpose")
+
+
+def test_pinned_pool_fails_fast_when_a_worker_cannot_warm_up():
+    import time
+
+    from sim.parallel import pinned_pool
+
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="worker processes did not start"):
+        with pinned_pool(2, _failing_warmup):
+            pass
+    assert time.perf_counter() - t < 60  # not the 600 s start-up timeout
+
+
 def test_distribution_ranges_are_respected():
     dist = InstanceDistribution(mu_range=(0.5, 2.0), eta_range=(1e-3, 1e-2), corr_range=(0.2, 0.3))
     batch = sample_instances(jax.random.key(0), 50, SMALL, dist)
@@ -120,6 +147,7 @@ def test_bench_small_run_reports_consistent_numbers():
         chunk_size=20,
         numpy_direct_subset=4,
         numpy_spectral_subset=8,
+        workers=1,
     )
     res = run_bench(cfg, progress=False)
     assert res["fraction_bound_holds"] == 1.0
@@ -127,3 +155,6 @@ def test_bench_small_run_reports_consistent_numbers():
     assert res["max_abs_log10_diff_vs_numpy_spectral"] < 1e-7
     assert res["jax_seconds"] > 0 and res["speedup_vs_numpy"] > 0
     assert res["numpy_direct_extrapolated"] is True
+    assert res["workers"] == 1 and res["workers_match_one_process"] is True
+    with pytest.raises(ValueError, match="workers"):
+        BenchConfig(workers=0)
