@@ -85,6 +85,11 @@ class FinetuneConfig:
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 = no clipping")
     max_length: int = _f(512, "tokens per example (longer ones are truncated and counted)")
     checkpoint_every: int = _f(50, "optimizer steps between step checkpoints (resume)")
+    replay_docs: int = _f(
+        0,
+        "pre-training-style documents (llm.synthetic.generic_text, seed data.seed) added to "
+        "every stage with the loss on every token; the same documents in every stage and path",
+    )
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError("finetune.max_length must be >= 2")
     if ft.checkpoint_every < 1:
         raise ConfigError("finetune.checkpoint_every must be >= 1")
+    if ft.replay_docs < 0:
+        raise ConfigError(f"finetune.replay_docs must be >= 0, got {ft.replay_docs}")
     names = [s.name for s in cfg.stages]
     if len(set(names)) != len(names):
         raise ConfigError(f"duplicated stage names in [[stages]]: {names}")

@@ -13,6 +13,10 @@ chat-templated prompt ``x``):
   when the number after the last "####" equals the gold answer (strict), or, flexibly, when that
   number or else the last number in the text does; per question the fraction correct, reported
   as the mean over questions. Math utility = ``after - before``.
+- math log-likelihood (``math_loglik``): mean over the same questions of ``lp(gold solution|
+  question)``, teacher-forced like TOFU. It measures what a model too small to solve the problems
+  still knows of them (the default CPU models answer almost none), and moves smoothly where
+  accuracy is 0 everywhere.
 - R/C/U log-probs: ``lp`` of the refusal R and the compliances C and U on the R/C/U prompts.
 - Pred for the RE distance (Def. 2.1): the vector of per-token log-probabilities of a fixed
   held-out continuation (the dataset answer) after its prompt, so
@@ -356,6 +360,10 @@ def build_suite(
     for name, group in suite.groups.items():
         if not group:
             raise ValueError(f"evaluation group {name!r} is empty (every item > max_length?)")
+    if math:
+        items = [fits(prompt_of(ex), ex.messages[-1].content) for ex in math]
+        suite.groups["math_loglik"] = [x for x in items if x is not None]
+        suite.skipped["math_loglik"] = len(items) - len(suite.groups["math_loglik"])
     for ex in math:
         question = prompt_of(ex)[-1].content
         text = math_template.format(question=question)

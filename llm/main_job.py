@@ -53,6 +53,10 @@ RETRAIN_MARGIN = 1.0
 # "Similar utility across paths" before unlearning: spread (max - min) of the TOFU answer
 # log-likelihood per token across paths; 0.5 nat = a factor 1.65 in per-token likelihood.
 UTILITY_SPREAD_MAX = 0.5
+# Utilities measured as answer log-likelihoods (per token): TOFU answers and the gold solutions of
+# the held-out math problems (teacher-forced; the default models solve almost none of them).
+UTILITY_LOGLIKS = ("tofu", "math_loglik")
+BEFORE_KEYS = ("label", *UTILITY_LOGLIKS, "math_flexible")
 # The paper's Table 1 calls a utility loss path dependent when it differs by > 20% across paths.
 RELATIVE_SPREAD_MIN = 0.2
 # R/C/U: forgetting is "deep" on a path when C falls by at least half as much as U does.
@@ -330,7 +334,7 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
     before: dict[str, dict[str, float]] = {}
     for p in paths:
         first = runs[p][methods[0]][0]  # step 0: the trained path, identical for every method
-        before[p] = {k: float(first[k]) for k in ("label", "tofu", "math_flexible") if k in first}
+        before[p] = {k: float(first[k]) for k in BEFORE_KEYS if k in first}
     per_method: dict[str, Any] = {}
     for m in methods:
         entry: dict[str, Any] = {"paths": {}}
@@ -346,8 +350,9 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
                 "label_drop": float(first["label"] - last["label"]),
                 "label_curve": [[int(r["step"]), float(r["label"])] for r in recs],
             }
-            if "tofu" in first:
-                row["tofu_loss"] = float(abs(last["tofu"] - first["tofu"]))
+            for key in UTILITY_LOGLIKS:
+                if key in first:
+                    row[f"{key}_loss"] = float(abs(last[key] - first[key]))
             if "math_flexible" in first and "math_flexible" in last:
                 row["math_first"] = float(first["math_flexible"])
                 row["math_drop"] = float(first["math_flexible"] - last["math_flexible"])
@@ -394,8 +399,9 @@ def precondition(seed_numbers: list[dict[str, Any]]) -> dict[str, Any]:
         over_chance = _ci([s["before"][p]["label"] - s["chance"] for s in seed_numbers])
         over_retrain = _ci([s["before"][p]["label"] - s["retrain_label"] for s in seed_numbers])
         row = {"label": label, "over_chance": over_chance, "over_retrain": over_retrain}
-        if "tofu" in first["before"][p]:
-            row["tofu"] = _ci([s["before"][p]["tofu"] for s in seed_numbers])
+        for key in UTILITY_LOGLIKS:
+            if key in first["before"][p]:
+                row[key] = _ci([s["before"][p][key] for s in seed_numbers])
         if "math_flexible" in first["before"][p]:
             row["math"] = _ci([s["before"][p]["math_flexible"] for s in seed_numbers])
         row["holds"] = bool(
@@ -403,21 +409,25 @@ def precondition(seed_numbers: list[dict[str, Any]]) -> dict[str, Any]:
             and min(over_retrain["values"]) > RETRAIN_MARGIN
         )
         rows[p] = row
-    spreads = []
-    for s in seed_numbers:
-        tofus = [s["before"][p]["tofu"] for p in s["paths"] if "tofu" in s["before"][p]]
-        if tofus:
-            spreads.append(max(tofus) - min(tofus))
-    spread = max(spreads) if spreads else 0.0
+    spreads = {}  # per utility: the largest spread across paths over seeds
+    for key in UTILITY_LOGLIKS:
+        per_seed = [
+            max(v) - min(v)
+            for s in seed_numbers
+            if (v := [s["before"][p][key] for p in s["paths"] if key in s["before"][p]])
+        ]
+        if per_seed:
+            spreads[key] = float(max(per_seed))
+    similar = all(v <= UTILITY_SPREAD_MAX for v in spreads.values())
     return {
         "chance": first["chance"],
         "vocab_size": first["vocab_size"],
         "retrain_label": _ci([s["retrain_label"] for s in seed_numbers]),
         "paths": rows,
-        "tofu_spread_max": float(spread),
+        "utility_spread_max": spreads,
         "all_paths_hold": all(r["holds"] for r in rows.values()),
-        "utility_similar": bool(spread <= UTILITY_SPREAD_MAX),
-        "holds": all(r["holds"] for r in rows.values()) and bool(spread <= UTILITY_SPREAD_MAX),
+        "utility_similar": bool(similar),
+        "holds": all(r["holds"] for r in rows.values()) and bool(similar),
     }
 
 
@@ -483,7 +493,11 @@ def findings(seed_numbers: list[dict[str, Any]]) -> dict[str, Any]:
 
     # 3. Path-dependent utility loss (TOFU, math).
     util: dict[str, Any] = {}
-    for key, name in (("tofu_loss", "tofu"), ("math_drop", "math")):
+    for key, name in (
+        ("tofu_loss", "tofu"),
+        ("math_loglik_loss", "math_loglik"),
+        ("math_drop", "math"),
+    ):
         per = {}
         for m in methods:
             rows = first["methods_data"][m]["paths"]
@@ -717,24 +731,27 @@ def render_report(metrics: dict[str, Any]) -> str:
             f"retrain baseline (never saw S_U) scores the label at "
             f"{_ci_text(pre['retrain_label'])}. A path holds S_U when its label log-prob per "
             f"token is > chance + {CHANCE_MARGIN:g} and > retrain + {RETRAIN_MARGIN:g} "
-            f"(every seed); utility is similar when the TOFU log-lik spread across paths is "
-            f"≤ {UTILITY_SPREAD_MAX:g}.",
+            f"(every seed); utility is similar when the spread across paths of the TOFU and of "
+            f"the math log-lik is ≤ {UTILITY_SPREAD_MAX:g} each.",
             "",
-            "| path | label log-prob | over chance | over retrain | TOFU log-lik | math acc "
-            "| holds |",
-            "|---|---|---|---|---|---|---|",
+            "| path | label log-prob | over chance | over retrain | TOFU log-lik | math log-lik "
+            "| math acc | holds |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for p, r in pre["paths"].items():
             L.append(
                 f"| {p} | {_ci_text(r['label'])} | {_ci_text(r['over_chance'])} | "
                 f"{_ci_text(r['over_retrain'])} | "
                 f"{_ci_text(r['tofu']) if 'tofu' in r else 'n/a'} | "
+                f"{_ci_text(r['math_loglik']) if 'math_loglik' in r else 'n/a'} | "
                 f"{_ci_text(r['math']) if 'math' in r else 'n/a'} | {_f(r['holds'])} |"
             )
         L += [
             "",
-            f"TOFU log-lik spread across paths (max over seeds): {_f(pre['tofu_spread_max'])}. "
-            f"Precondition: {'**holds**' if pre['holds'] else '**fails**'}"
+            "Log-lik spread across paths (max over seeds): "
+            + ", ".join(f"{k} {_f(v)}" for k, v in pre["utility_spread_max"].items())
+            + ". "
+            + f"Precondition: {'**holds**' if pre['holds'] else '**fails**'}"
             + _precondition_note(pre)
             + ".",
             "",
@@ -788,6 +805,7 @@ def render_report(metrics: dict[str, Any]) -> str:
         L += ["### Finding 3: path-dependent loss of utility", ""]
         for name, title in (
             ("tofu", "TOFU: |Δ log-lik| of true answers (1 − TOFU utility)"),
+            ("math_loglik", "math: |Δ log-lik| of the gold solutions (teacher-forced)"),
             ("math", "math: drop of accuracy (flexible extraction)"),
         ):
             u = ut[name]
@@ -876,7 +894,8 @@ SUMMARY_ROWS = [
     ("divergence", "1. paths diverge during unlearning"),
     ("recency", "2. recency effect"),
     ("utility_tofu", "3. path-dependent TOFU utility loss"),
-    ("utility_math", "3. path-dependent math utility loss"),
+    ("utility_math_loglik", "3. path-dependent math utility loss (log-lik of gold solutions)"),
+    ("utility_math", "3. path-dependent math utility loss (accuracy)"),
     ("rcu", "4. depth of forgetting depends on the order"),
     ("retrain_distance", "5. distance to retrain is path dependent"),
 ]
@@ -959,6 +978,9 @@ def summarise(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "utility_tofu": fd["utility"]["tofu"]["reproduced"],
             "utility_math": fd["utility"]["math"]["reproduced"]
             if fd["utility"]["math"]["measurable"]
+            else None,
+            "utility_math_loglik": fd["utility"]["math_loglik"]["reproduced"]
+            if fd["utility"]["math_loglik"]["methods"]
             else None,
             "rcu": a["rcu"]["reproduced"] if "rcu" in a else None,
             "retrain_distance": fd["retrain_distance"]["reproduced"],

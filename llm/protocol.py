@@ -155,6 +155,20 @@ class Workspace:
             self.encoded[name] = enc.examples
         return self.encoded[name]
 
+    def stage_examples(self, name: str) -> list:
+        """What stage ``name`` trains on: its dataset plus ``finetune.replay_docs`` replayed
+        pre-training-style documents (identical for every stage and path, so the paths still
+        differ only in the order of the stage datasets)."""
+        n = self.cfg.finetune.replay_docs
+        if n and "__replay__" not in self.encoded:
+            from llm.synthetic import generic_text
+            from llm.tokenization import encode_text
+
+            max_length = self.cfg.finetune.max_length
+            docs = generic_text(n, seed=self.cfg.data.seed)
+            self.encoded["__replay__"] = [encode_text(self.tokenizer, d, max_length) for d in docs]
+        return [*self.tokenized(name), *self.encoded.get("__replay__", [])]
+
 
 def resolve_model_path(path: str) -> Path:
     """``default:llama`` / ``default:qwen2`` -> the built-in default model (built on first use,
@@ -277,7 +291,7 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
     stage = cfg.stage(prefix[-1])
     fsdp = cfg.distributed.strategy == "fsdp" and info.world_size > 1
     model = load_model(ws, parent, on_cpu=fsdp)
-    examples = ws.tokenized(stage.name)
+    examples = ws.stage_examples(stage.name)
     ckpt = ws.cache / f"{key}.ckpt"
     lora = lora_shape(cfg) if cfg.finetune.method == "lora" else None
     model, records = train_stage(

@@ -283,6 +283,17 @@ def encode_prompt_completion(
     return TokenizedExample(input_ids, labels, False)
 
 
+def encode_text(tokenizer: Any, text: str, max_length: int) -> TokenizedExample:
+    """Plain text (no chat template) for next-token loss on every token, EOS-terminated and cut
+    to ``max_length`` (replay of pre-training text)."""
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        ids = [*ids, tokenizer.eos_token_id]
+    truncated = len(ids) > max_length
+    ids = ids[:max_length]
+    return TokenizedExample(ids, list(ids), truncated)
+
+
 def encode_examples(
     tokenizer: Any,
     examples: Sequence[ChatExample],

@@ -124,6 +124,28 @@ def test_batched_scoring_equals_one_at_a_time(llama):
     assert pred == []
 
 
+def test_math_loglik_scores_the_gold_solution_teacher_forced(llama):
+    from llm.synthetic import held_out_arithmetic
+    from llm.tokenization import encode_prompt_completion
+
+    model, tok = llama
+    questions = held_out_arithmetic(3, 0, [])
+    suite = E.build_suite(tok, math=questions)
+    assert len(suite.groups["math_loglik"]) == 3 and len(suite.math_prompts) == 3
+    summary, per_example, _ = E.evaluate_model(model, tok, suite, batch_size=2, math=False)
+    ex = encode_prompt_completion(
+        tok, E.prompt_of(questions[1]), questions[1].messages[-1].content, 512
+    )
+    answer = [t for t, y in zip(ex.input_ids, ex.labels, strict=True) if y != -100]
+    assert "####" in tok.decode(answer)
+    with torch.no_grad():
+        lsm = torch.log_softmax(model(input_ids=torch.tensor([ex.input_ids])).logits[0], -1)
+    toks = [float(lsm[t - 1, ex.labels[t]]) for t in range(1, len(ex.labels)) if ex.labels[t] >= 0]
+    assert per_example["math_loglik"][1] == pytest.approx(np.mean(toks), abs=1e-5)
+    assert summary["math_loglik"] == pytest.approx(np.mean(per_example["math_loglik"]))
+    assert "math_strict" not in summary  # accuracy only when math=True
+
+
 def test_math_sampling_is_seeded(llama):
     from llm.synthetic import held_out_arithmetic
 

@@ -119,6 +119,33 @@ def test_prefix_keys_depend_on_order_data_and_base(tiny_models_dir):
     )
 
 
+def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_models_dir, tmp_path):
+    from llm.synthetic import generic_text
+
+    raw = json.loads(json.dumps(TINY))
+    raw["finetune"]["replay_docs"] = 3
+    replay = tiny_config(tiny_models_dir / "llama", finetune=raw["finetune"])
+    plain = tiny_config(tiny_models_dir / "llama")
+    digests = {"inst": "a", "tofu": "b", "unlearn": "c"}
+    assert P.prefix_key(replay, "b", ("inst",), digests) != P.prefix_key(
+        plain, "b", ("inst",), digests
+    )
+    ws = P.open_workspace(replay, tmp_path / "run", progress=False)
+    inst, tofu = ws.stage_examples("inst"), ws.stage_examples("tofu")
+    assert inst[: len(ws.tokenized("inst"))] == ws.tokenized("inst")
+    extra = inst[len(ws.tokenized("inst")) :]
+    assert len(extra) == 3 and extra == tofu[len(ws.tokenized("tofu")) :]
+    for ex, doc in zip(extra, generic_text(3, seed=replay.data.seed), strict=True):
+        assert ex.labels == ex.input_ids  # loss on every token
+        assert ex.input_ids[-1] == ws.tokenizer.eos_token_id
+        assert ws.tokenizer.decode(ex.input_ids, skip_special_tokens=True).strip() == doc.strip()
+    assert P.open_workspace(plain, tmp_path / "p", progress=False).stage_examples("inst") == (
+        ws.tokenized("inst")
+    )
+    with pytest.raises(C.ConfigError, match="replay_docs"):
+        tiny_config(tiny_models_dir / "llama", finetune={**raw["finetune"], "replay_docs": -1})
+
+
 def test_missing_model_or_data_is_a_clear_error(tmp_path):
     with pytest.raises(P.ProtocolError, match="model folder not found"):
         P.resolve_model_path(str(tmp_path / "nope"))

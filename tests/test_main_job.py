@@ -184,13 +184,21 @@ def test_t_interval_against_hand_computation() -> None:
         MJ.t_interval([])
 
 
-def _seed(labels: dict[str, float], tofu: dict[str, float], retrain: float = -8.0) -> dict:
+def _seed(
+    labels: dict[str, float],
+    tofu: dict[str, float],
+    retrain: float = -8.0,
+    math_loglik: dict[str, float] | None = None,
+) -> dict:
+    math_loglik = math_loglik or {p: -1.5 for p in labels}
     return {
         "paths": sorted(labels),
         "chance": -math.log(100),
         "vocab_size": 100,
         "retrain_label": retrain,
-        "before": {p: {"label": labels[p], "tofu": tofu[p]} for p in labels},
+        "before": {
+            p: {"label": labels[p], "tofu": tofu[p], "math_loglik": math_loglik[p]} for p in labels
+        },
     }
 
 
@@ -202,6 +210,13 @@ def test_precondition_thresholds() -> None:
     assert not res["holds"] and not res["paths"]["p1"]["holds"] and res["paths"]["p2"]["holds"]
     uneven = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -2.0})  # utility spread 1.0
     res = MJ.precondition([uneven])
+    assert res["all_paths_hold"] and not res["utility_similar"] and not res["holds"]
+    assert res["utility_spread_max"] == pytest.approx({"tofu": 1.0, "math_loglik": 0.0})
+    uneven_math = _seed(
+        {"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2}, math_loglik={"p1": -1.0, "p2": -1.6}
+    )
+    res = MJ.precondition([uneven_math])
+    assert res["utility_spread_max"]["math_loglik"] == pytest.approx(0.6)
     assert res["all_paths_hold"] and not res["utility_similar"] and not res["holds"]
     close_to_retrain = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2}, retrain=-3.0)
     assert not MJ.precondition([close_to_retrain])["paths"]["p2"]["holds"]
@@ -237,6 +252,7 @@ def _method_rows(drops: dict[str, float], between: tuple[float, float]) -> dict:
             p: {
                 "label_drop": d,
                 "tofu_loss": d / 2,
+                "math_loglik_loss": 1.0,  # the same on every path: not path dependent
                 "math_drop": 0.0,
                 "re_first": 1.0,
                 "re_last": 1.0 + d,
@@ -268,6 +284,9 @@ def test_findings_verdicts_and_inert_methods() -> None:
     assert f["recency"]["judged_cells"] == 1 and f["recency"]["reproduced"]
     assert f["utility"]["tofu"]["reproduced"]  # (2.0 - 0.15) / 2.0 > 0.2
     assert not f["utility"]["math"]["measurable"]  # 0.04 < MIN_MATH_ACCURACY
+    math_ll = f["utility"]["math_loglik"]
+    assert math_ll["measurable"] and not math_ll["reproduced"]  # 1.0 on every path
+    assert math_ll["methods"]["ga"]["relative_spread"] == 0.0
     ratio = f["retrain_distance"]["methods"]["ga"]["ratio"]
     assert ratio == pytest.approx(5.0 / 1.3)
     assert f["retrain_distance"]["methods"]["ga"]["epsilon_guaranteed"] == pytest.approx(2.5)
