@@ -362,8 +362,10 @@ def build_suite(
             raise ValueError(f"evaluation group {name!r} is empty (every item > max_length?)")
     if math:
         items = [fits(prompt_of(ex), ex.messages[-1].content) for ex in math]
-        suite.groups["math_loglik"] = [x for x in items if x is not None]
-        suite.skipped["math_loglik"] = len(items) - len(suite.groups["math_loglik"])
+        kept_math = [x for x in items if x is not None]
+        suite.skipped["math_loglik"] = len(items) - len(kept_math)
+        if kept_math:  # solutions longer than max_length leave accuracy as the only math metric
+            suite.groups["math_loglik"] = kept_math
     for ex in math:
         question = prompt_of(ex)[-1].content
         text = math_template.format(question=question)

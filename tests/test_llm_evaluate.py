@@ -144,6 +144,9 @@ def test_math_loglik_scores_the_gold_solution_teacher_forced(llama):
     assert per_example["math_loglik"][1] == pytest.approx(np.mean(toks), abs=1e-5)
     assert summary["math_loglik"] == pytest.approx(np.mean(per_example["math_loglik"]))
     assert "math_strict" not in summary  # accuracy only when math=True
+    short = E.build_suite(tok, math=questions, max_length=24)  # no solution fits: no group
+    assert "math_loglik" not in short.groups and short.skipped["math_loglik"] == 3
+    assert len(short.math_prompts) == 3
 
 
 def test_math_sampling_is_seeded(llama):
