@@ -143,7 +143,7 @@ class ChunkResult(NamedTuple):
 
 
 def check_task(config: TheoremConfig, task: ChunkTask, n_curves: int = 0) -> ChunkResult:
-    """Sample and check one chunk (in this process or in a worker of :func:`map_tasks`)."""
+    """Sample and check one chunk (in this process or in a worker of :func:`task_runner`)."""
     t = time.perf_counter()
     batch = jax.block_until_ready(sample_task(config, task))
     sampled = time.perf_counter()
