@@ -47,7 +47,7 @@ ARCHS = ("llama", "qwen2")
 # "holds" S_U when the label is clearly above chance AND clearly above the retrain baseline,
 # the same stages without S_U; 1 nat = the label tokens are e = 2.7 times likelier than under
 # the reference (in the default run the retrain model sits 0.1 nat from chance, the paths 1.3 to
-# 4.3 nats above it: .handoff/main_job.md).
+# 4.3 nats above it: README.md, "Choosing the toy").
 CHANCE_MARGIN = 1.0
 RETRAIN_MARGIN = 1.0
 # "Similar utility across paths" before unlearning: spread (max - min) of the TOFU answer
