@@ -121,6 +121,7 @@ class Workspace:
     raw: dict[str, list] = field(default_factory=dict)
     encoded: dict[str, list] = field(default_factory=dict)
     trained: list[tuple[str, ...]] = field(default_factory=list)
+    replay: list | None = None  # the tokenised finetune.replay_docs, built on first use
     progress: bool = True
 
     @property
@@ -159,15 +160,14 @@ class Workspace:
         """What stage ``name`` trains on: its dataset plus ``finetune.replay_docs`` replayed
         pre-training-style documents (identical for every stage and path, so the paths still
         differ only in the order of the stage datasets)."""
-        n = self.cfg.finetune.replay_docs
-        if n and "__replay__" not in self.encoded:
+        if self.replay is None:
             from llm.synthetic import generic_text
             from llm.tokenization import encode_text
 
-            max_length = self.cfg.finetune.max_length
-            docs = generic_text(n, seed=self.cfg.data.seed)
-            self.encoded["__replay__"] = [encode_text(self.tokenizer, d, max_length) for d in docs]
-        return [*self.tokenized(name), *self.encoded.get("__replay__", [])]
+            n, max_length = self.cfg.finetune.replay_docs, self.cfg.finetune.max_length
+            docs = generic_text(n, seed=self.cfg.data.seed) if n else []
+            self.replay = [encode_text(self.tokenizer, d, max_length) for d in docs]
+        return [*self.tokenized(name), *self.replay]
 
 
 def resolve_model_path(path: str) -> Path:

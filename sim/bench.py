@@ -185,7 +185,8 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         "jax_one_process_sampling_seconds": sampling_one,
         "jax_compile_plus_first_chunk_seconds": compile_and_first,
         "jax_worker_startup_seconds": startup,
-        "workers_match_one_process": _same_results(one_process, multi),
+        # None when no worker run was made (workers == 1): nothing to compare.
+        "workers_match_one_process": _same_results(one_process, multi) if workers > 1 else None,
         "numpy_direct_seconds": direct_total,
         "numpy_direct_measured_on": config.numpy_direct_subset,
         "numpy_direct_extrapolated": config.numpy_direct_subset < config.n_instances,

@@ -147,7 +147,7 @@ def test_bench_small_run_reports_consistent_numbers():
         chunk_size=20,
         numpy_direct_subset=4,
         numpy_spectral_subset=8,
-        workers=1,
+        workers=2,
     )
     res = run_bench(cfg, progress=False)
     assert res["fraction_bound_holds"] == 1.0
@@ -155,6 +155,7 @@ def test_bench_small_run_reports_consistent_numbers():
     assert res["max_abs_log10_diff_vs_numpy_spectral"] < 1e-7
     assert res["jax_seconds"] > 0 and res["speedup_vs_numpy"] > 0
     assert res["numpy_direct_extrapolated"] is True
-    assert res["workers"] == 1 and res["workers_match_one_process"] is True
+    assert res["workers"] == 2 and res["workers_match_one_process"] is True
+    assert res["jax_worker_startup_seconds"] > 0
     with pytest.raises(ValueError, match="workers"):
         BenchConfig(workers=0)
