@@ -150,6 +150,7 @@ class UnlearnConfig:
     schedule: str = _f("constant", "wsd | cosine | constant")
     warmup_frac: float = _f(0.0, "warm-up fraction")
     decay_frac: float = _f(0.0, "WSD decay fraction")
+    optimizer: str = _f("", "adamw | sgd; empty = finetune.optimizer")
     eval_every: int = _f(1, "evaluate every this many steps (and at step 0 and the end)")
     math_every: int = _f(0, "evaluate math every this many steps; 0 = start and end only")
     methods: tuple[MethodConfig, ...] = _f(
@@ -323,6 +324,10 @@ def validate(cfg: RunConfig) -> None:
     ft = cfg.finetune
     if ft.optimizer not in ("adamw", "sgd"):
         raise ConfigError(f"finetune.optimizer must be adamw or sgd, got {ft.optimizer!r}")
+    if cfg.unlearn.optimizer not in ("", "adamw", "sgd"):
+        raise ConfigError(
+            f"unlearn.optimizer must be adamw, sgd or empty, got {cfg.unlearn.optimizer!r}"
+        )
     if ft.method not in ("lora", "full"):
         raise ConfigError(f"finetune.method must be lora or full, got {ft.method!r}")
     for where, sched in (("finetune", ft.schedule), ("unlearn", cfg.unlearn.schedule)):

@@ -816,10 +816,12 @@ def render_report(metrics: dict[str, Any]) -> str:
                 "|---|" + "---|" * (len(a["paths"]) + 1),
             ]
             for m, v in u["methods"].items():
+                # A spread of losses that are all noise (accuracy ~0) would read as a finding.
+                spread = _f(v["relative_spread"]) if u["measurable"] else "n/a"
                 L.append(
                     f"| {m} | "
                     + " | ".join(_ci_text(v["values"][p]) for p in a["paths"])
-                    + f" | {_f(v['relative_spread'])} |"
+                    + f" | {spread} |"
                 )
             extra = (
                 ""

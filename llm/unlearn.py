@@ -270,7 +270,7 @@ def unlearn(
 
     settings = LoopSettings(
         lr=cfg.lr,
-        optimizer=ft.optimizer,
+        optimizer=cfg.optimizer or ft.optimizer,
         schedule=cfg.schedule,
         warmup_frac=cfg.warmup_frac,
         decay_frac=cfg.decay_frac,

@@ -64,6 +64,8 @@ def test_duplicated_key_is_an_error(tmp_path):
 def test_wrong_type_and_bad_values(tmp_path):
     with pytest.raises(C.ConfigError, match="model.dtype"):
         C.load_config(_write(tmp_path, "[model]\ndtype = 'fp8'\n"))
+    with pytest.raises(C.ConfigError, match="unlearn.optimizer must be adamw, sgd or empty"):
+        C.load_config(_write(tmp_path, "[unlearn]\noptimizer = 'adam'\n"))
     with pytest.raises(C.ConfigError, match="expected an integer"):
         C.load_config(_write(tmp_path, "seed = 'zero'\n"))
     text = "[[stages]]\nname='inst'\nbatch_size=6\ngrad_accum=4\n"

@@ -206,6 +206,27 @@ def test_resume_of_unlearning_equals_uninterrupted(tiny_models_dir, tmp_path):
         assert torch.allclose(p, q, atol=1e-6), n
 
 
+def test_unlearn_optimizer_overrides_the_finetune_optimizer(tiny_models_dir, tmp_path):
+    """The demo fine-tunes with SGD and unlearns with AdamW (the paper's): unlearn.optimizer
+    decides, and left empty the finetune optimizer is used."""
+    method = MethodConfig(objective="ga")
+
+    def params(ft_optimizer, unlearn_optimizer):
+        cfg = UnlearnConfig(epochs=1, lr=2e-2, batch_size=2, optimizer=unlearn_optimizer)
+        model, tok = load(tiny_models_dir, torch.float32)
+        model, _ = unlearn(
+            model, forget_set(tok, 4), method, cfg, FinetuneConfig(optimizer=ft_optimizer),
+            pad_token_id=tok.pad_token_id, seed=1, lora=(4, 8), progress=False,
+        )  # fmt: skip
+        return torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+
+    adamw = params("adamw", "")
+    assert torch.equal(params("sgd", "adamw"), adamw)
+    sgd = params("sgd", "")
+    assert torch.equal(params("adamw", "sgd"), sgd)
+    assert not torch.allclose(adamw, sgd)
+
+
 def test_non_finite_loss_stops_and_keeps_the_measured_steps(tiny_models_dir, tmp_path, monkeypatch):
     calls = {"n": 0}
     real = obj.gradient_ascent_loss
