@@ -300,7 +300,10 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
         stage,
         cfg.finetune,
         pad_token_id=ws.pad_id,
-        seed=stable_seed(cfg.seed, key),
+        # Seeded by the stage sequence, not by the cache key: the key also hashes the base
+        # folder's metadata (build time) and every finetune field, and neither should change
+        # the data order of a run.
+        seed=stable_seed(cfg.seed, "stage", *prefix),
         lora=lora,
         ckpt_dir=ckpt,
         progress=ws.progress,

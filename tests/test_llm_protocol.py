@@ -119,6 +119,28 @@ def test_prefix_keys_depend_on_order_data_and_base(tiny_models_dir):
     )
 
 
+def test_training_does_not_depend_on_the_base_folders_metadata(tiny_models_dir, tmp_path):
+    """A rebuilt default model has the same weights but another build time in its metadata, so
+    another cache key; the trained stage must still be identical (same seed, same result)."""
+    import shutil
+
+    from llm.default_models import METADATA_FILE
+
+    copy = tmp_path / "rebuilt"
+    shutil.copytree(tiny_models_dir / "llama", copy)
+    meta = json.loads((copy / METADATA_FILE).read_text())
+    meta["build_seconds"] += 1.0
+    (copy / METADATA_FILE).write_text(json.dumps(meta))
+    weights = []
+    for name, folder in (("a", tiny_models_dir / "llama"), ("b", copy)):
+        ws = P.open_workspace(tiny_config(folder), tmp_path / name, progress=False)
+        done = P.ensure_prefix(ws, ("inst",))
+        weights.append(P.load_model(ws, done).state_dict())
+    assert P.model_identity(copy) != P.model_identity(tiny_models_dir / "llama")
+    for k, v in weights[0].items():
+        assert torch.equal(v, weights[1][k]), k
+
+
 def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_models_dir, tmp_path):
     from llm.synthetic import generic_text
 
