@@ -70,7 +70,7 @@ def _run(args) -> int:
         from llm.default_models import DefaultModelConfig, build_default
 
         config = DefaultModelConfig.tiny() if args.tiny else DefaultModelConfig()
-        written = build_default(args.out, config=config)
+        written = build_default(args.out, config=config, workers=1 if args.tiny else "auto")
         for arch, path in written.items():
             print(f"{arch}: {path}")
         return 0

@@ -9,8 +9,11 @@ models. For each architecture (``LlamaForCausalLM``, ``Qwen2ForCausalLM``):
    Llama-3.1-style template (header tokens, ``<|eot_id|>``, a system header printing the
    date) or Qwen2's ChatML;
 2. a randomly initialised model of :class:`DefaultModelConfig`'s size is pre-trained briefly on
-   :func:`llm.synthetic.generic_text` (packed next-token prediction, AdamW, warm-up + cosine), so
-   it is a "base model": it has seen text, never a chat;
+   :func:`llm.synthetic.generic_text` plus chats in the stages' formats (:func:`pretraining_chats`;
+   packed next-token prediction, AdamW, warm-up + cosine), so it is a "base model" that, like
+   Llama 3.2-1B, already writes chats, QA and worked arithmetic: fine-tuning stages then teach
+   content rather than format, and a later stage no longer rewrites the format an earlier one
+   relied on (README, "Choosing the toy");
 3. the folder is written with ``save_pretrained`` (config.json, model.safetensors,
    generation_config.json, tokenizer.json, tokenizer_config.json, chat template) plus
    ``pathdep_default.json`` (the config, parameter count, pre-training losses, build seconds,
@@ -26,12 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,7 +50,7 @@ from llm.checkpoint import atomic_write_text
 from llm.tokenization import render_chat, template_hash
 
 ARCHS = ("llama", "qwen2")
-BUILD_FORMAT_VERSION = 1  # bump when the build changes, so cached folders are rebuilt
+BUILD_FORMAT_VERSION = 2  # bump when the build changes, so cached folders are rebuilt
 METADATA_FILE = "pathdep_default.json"
 
 # Llama-3.1-style template: BOS, a system header with the (pinned) date, header tokens per turn,
@@ -168,6 +173,10 @@ class DefaultModelConfig:
             chats of every synthetic stage, ``tokenizer_docs // 4`` per stage).
         pretrain_docs: generic documents packed into the pre-training stream.
         pretrain_steps: optimizer steps of pre-training (0 = random init).
+        pretrain_chats: chat-rendered conversations in the formats of the instruction, author
+            QA and arithmetic stages (:func:`pretraining_chats`) shuffled into the pre-training
+            documents, as a real base model has seen chats, QA and worked arithmetic. No
+            refusals: the base model must not already hold S_U.
         batch_size: sequences per pre-training step.
         seq_len: tokens per pre-training sequence.
         learning_rate: peak AdamW learning rate (10% linear warm-up, cosine to 10% of peak).
@@ -188,7 +197,8 @@ class DefaultModelConfig:
     tie_word_embeddings: bool = True
     tokenizer_docs: int = 2000
     pretrain_docs: int = 3000
-    pretrain_steps: int = 120
+    pretrain_steps: int = 360
+    pretrain_chats: int = 3000
     batch_size: int = 8
     seq_len: int = 128
     learning_rate: float = 3e-3
@@ -226,6 +236,8 @@ class DefaultModelConfig:
             )
         if (self.hidden_size // self.num_heads) % 2:
             raise ValueError("head dimension hidden_size/num_heads must be even (rotary embedding)")
+        if self.pretrain_chats < 0:
+            raise ValueError(f"pretrain_chats must be >= 0, got {self.pretrain_chats}")
         if self.pretrain_steps < 0 or self.learning_rate <= 0:
             raise ValueError("pretrain_steps must be >= 0 and learning_rate > 0")
         if self.seq_len > self.max_position_embeddings:
@@ -245,6 +257,7 @@ class DefaultModelConfig:
             tokenizer_docs=200,
             pretrain_docs=100,
             pretrain_steps=4,
+            pretrain_chats=30,
             batch_size=4,
             seq_len=64,
             learning_rate=3e-3,
@@ -267,8 +280,10 @@ def ensure_default_models(
     config: DefaultModelConfig | None = None,
     archs: Sequence[str] = ARCHS,
     progress: bool = True,
+    workers: int | str = 1,
 ) -> dict[str, Path]:
-    """The default model folders for ``config``, built on first use (idempotent).
+    """The default model folders for ``config``, built on first use (idempotent; ``workers`` as
+    in :func:`build_default`).
 
     Folders live in ``<cache_dir>/default-models/<config_hash>/<arch>``, so different configs
     never collide; a folder counts as built once its :data:`METADATA_FILE` exists (written last,
@@ -279,7 +294,9 @@ def ensure_default_models(
     out_dir = root / config.config_hash()
     missing = [a for a in archs if not (out_dir / a / METADATA_FILE).is_file()]
     if missing:
-        build_default(out_dir, config, archs=missing, progress=progress, overwrite=False)
+        build_default(
+            out_dir, config, archs=missing, progress=progress, overwrite=False, workers=workers
+        )
     return {arch: out_dir / arch for arch in archs}
 
 
@@ -289,30 +306,57 @@ def build_default(
     archs: Sequence[str] = ARCHS,
     progress: bool = True,
     overwrite: bool = True,
+    workers: int | str = 1,
 ) -> dict[str, Path]:
     """Build the default base models into ``out_dir/<arch>`` (ordinary HF folders).
 
     Each folder is built in a temporary sibling and renamed into place, so a crash leaves no
     half-written model. With ``overwrite=False`` an existing folder (e.g. finished by a concurrent
-    build) is kept. Returns arch -> folder.
+    build) is kept. ``workers`` > 1 builds architectures side by side in that many processes
+    (``"auto"``: one per architecture, up to the usable cores); every build runs on
+    ``config.build_threads`` threads, so the files are the same either way. The processes are
+    spawned, so a script that asks for them needs the usual ``if __name__ == "__main__":``
+    guard. Returns arch -> folder.
     """
     config = config or DefaultModelConfig()
     unknown = [a for a in archs if a not in ARCH_SPECS]
     if unknown or not archs:
         raise ValueError(f"unknown architectures {unknown}; expected a subset of {ARCHS}")
+    if workers == "auto":
+        workers = min(len(archs), usable_cores())
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1 or 'auto', got {workers!r}")
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for arch in archs:
-        target = out / arch
-        tmp = Path(tempfile.mkdtemp(prefix=f".{arch}-building-", dir=out))
-        try:
-            _build_one(arch, config, tmp, progress)
-            _install(tmp, target, overwrite)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        paths[arch] = target
-    return paths
+    jobs = [(arch, config, out, progress, overwrite, i) for i, arch in enumerate(archs)]
+    if workers == 1 or len(archs) == 1:
+        for job in jobs:
+            _build_and_install(*job)
+    else:
+        # spawn, not fork: a forked child would inherit this process's torch thread pool.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(workers, len(archs)), mp_context=context) as pool:
+            for future in [pool.submit(_build_and_install, *job) for job in jobs]:
+                future.result()
+    return {arch: out / arch for arch in archs}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (respects taskset and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def _build_and_install(
+    arch: str, config: DefaultModelConfig, out: Path, progress: bool, overwrite: bool, position: int
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix=f".{arch}-building-", dir=out))
+    try:
+        _build_one(arch, config, tmp, progress, position)
+        _install(tmp, out / arch, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -448,13 +492,43 @@ def model_config(config: DefaultModelConfig, arch: str, tokenizer: Any) -> Any:
     return Qwen2Config(rms_norm_eps=1e-6, **common)
 
 
+def pretraining_chats(tokenizer: Any, config: DefaultModelConfig) -> list[str]:
+    """``config.pretrain_chats`` rendered chats, a third each instruction following, author QA
+    and worked arithmetic, from seed ``20_000 + seed`` (the tokenizer uses ``10_000 + seed``, the
+    stage files small seeds). They share the stages' formats, not their examples: other authors
+    and instructions, and arithmetic of other question types
+    (:data:`llm.synthetic.PRETRAINING_MATH_TASKS`) in S_math's solution format, so S_math still
+    has problems to teach."""
+    n = config.pretrain_chats
+    if n == 0:
+        return []
+    chat_seed = 20_000 + config.seed
+    per_kind = max(1, n // 3)
+    tofu, _ = synthetic.author_facts(-(-per_kind // 8), seed=chat_seed)  # 8 QA per author
+    chats = (
+        synthetic.instruction_following(per_kind, seed=chat_seed)
+        + tofu[:per_kind]
+        + synthetic.arithmetic(
+            n - 2 * per_kind, seed=chat_seed, tasks=synthetic.PRETRAINING_MATH_TASKS
+        )
+    )
+    # The template may open with BOS; pretraining_blocks adds its own around every document.
+    bos = tokenizer.bos_token or ""
+    return [render_chat(tokenizer, ex.messages).removeprefix(bos) for ex in chats]
+
+
 def pretraining_blocks(tokenizer: Any, config: DefaultModelConfig, arch: str) -> torch.Tensor:
-    """(N, seq_len) token blocks: generic documents as ``[BOS] doc EOS``, concatenated, cut."""
+    """(N, seq_len) token blocks: generic documents (and :func:`pretraining_chats`, shuffled
+    in) as ``[BOS] doc EOS``, concatenated, cut."""
     spec = ARCH_SPECS[arch]
     bos = [tokenizer.convert_tokens_to_ids(spec.bos_token)] if spec.bos_token else []
     eos = [tokenizer.convert_tokens_to_ids(spec.eos_token)]
     stream: list[int] = []
     docs = synthetic.generic_text(config.pretrain_docs, seed=config.seed + 1)
+    chats = pretraining_chats(tokenizer, config)
+    if chats:
+        docs = docs + chats
+        random.Random(config.seed).shuffle(docs)
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
         stream.extend(bos + list(ids) + eos)
     n_blocks = len(stream) // config.seq_len
@@ -464,7 +538,12 @@ def pretraining_blocks(tokenizer: Any, config: DefaultModelConfig, arch: str) ->
 
 
 def pretrain(
-    model: Any, blocks: torch.Tensor, config: DefaultModelConfig, progress: bool
+    model: Any,
+    blocks: torch.Tensor,
+    config: DefaultModelConfig,
+    progress: bool,
+    desc: str = "pre-training",
+    position: int = 0,
 ) -> list[float]:
     """Next-token pre-training on ``blocks``; returns the loss of every step.
 
@@ -490,7 +569,8 @@ def pretrain(
     batches = _batch_stream(blocks.shape[0], config.batch_size, generator)
     losses = []
     model.train()
-    for _ in tqdm(range(steps), desc="pre-training", disable=not progress, leave=False):
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, position=position)
+    for _ in bar:
         batch = blocks[next(batches)]  # (B, T)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
@@ -551,7 +631,9 @@ def _transformers_progress(enabled: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _build_one(arch: str, config: DefaultModelConfig, folder: Path, progress: bool) -> None:
+def _build_one(
+    arch: str, config: DefaultModelConfig, folder: Path, progress: bool, position: int = 0
+) -> None:
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     from llm.models import load_tokenizer
@@ -565,7 +647,7 @@ def _build_one(arch: str, config: DefaultModelConfig, folder: Path, progress: bo
         hf_config = model_config(config, arch, tokenizer)
         model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
         blocks = pretraining_blocks(tokenizer, config, arch)
-        losses = pretrain(model, blocks, config, progress)
+        losses = pretrain(model, blocks, config, progress, f"pre-training {arch}", position)
     spec = ARCH_SPECS[arch]
     stop_ids = [tokenizer.convert_tokens_to_ids(spec.end_of_turn), hf_config.eos_token_id]
     model.generation_config = GenerationConfig(

@@ -43,15 +43,17 @@ ARCHS = ("llama", "qwen2")
 
 # Precondition thresholds (nats per token). A model that has learned nothing about a phrase
 # scores about log(1/V) per token (uniform chance); the base models score far below that
-# (about -14 against log(1/2560) = -7.85) because they confidently predict other text. A path
+# (about -13 against log(1/2560) = -7.85) because they confidently predict other text. A path
 # "holds" S_U when the label is clearly above chance AND clearly above the retrain baseline,
 # the same stages without S_U; 1 nat = the label tokens are e = 2.7 times likelier than under
-# the reference (in the default run the retrain model sits 0.1 nat from chance, the paths 1.3 to
-# 4.3 nats above it: README.md, "Choosing the toy").
+# the reference (in the default three-seed run the retrain model sits 1.8 to 5 nats below
+# chance, so chance + 1 is the binding bar, and the paths sit 1.9 to 4.4 nats above chance:
+# README.md, "Three seeds at full size").
 CHANCE_MARGIN = 1.0
 RETRAIN_MARGIN = 1.0
-# "Similar utility across paths" before unlearning: spread (max - min) of the TOFU answer
-# log-likelihood per token across paths; 0.5 nat = a factor 1.65 in per-token likelihood.
+# "Similar utility across paths" before unlearning: spread (max - min) across paths of the TOFU
+# answers' and of the math solutions' log-likelihood per token; 0.5 nat = a factor 1.65 in
+# per-token likelihood.
 UTILITY_SPREAD_MAX = 0.5
 # Utilities measured as answer log-likelihoods (per token): TOFU answers and the gold solutions of
 # the held-out math problems (teacher-forced; the default models solve almost none of them).
@@ -68,6 +70,9 @@ MIN_MATH_ACCURACY = 0.1
 # the paper's SimNPO form saturates at this size (sigma(beta log pi) ~ 0 for a whole response)
 # and leaves the model unchanged, so its rows say nothing about paths and are left out of verdicts.
 MIN_FORGETTING = 0.05
+# Likewise a utility (log-lik) loss is judged only under a method where some path loses at least
+# this much: (max - min) / max of losses that are all ~0 is a ratio of noise.
+MIN_UTILITY_LOSS = 0.05
 # Distance to retrain is called path dependent when the farthest path is >= 1.25x the nearest.
 RE_RATIO_MIN = 1.25
 
@@ -170,7 +175,12 @@ def resolve_models(cfg: MainJobConfig) -> dict[str, Path]:
     from llm.default_models import DefaultModelConfig, ensure_default_models
 
     config = DefaultModelConfig.tiny() if cfg.quick else DefaultModelConfig()
-    built = ensure_default_models(config=config, archs=cfg.archs, progress=cfg.progress)
+    # The full-size models take minutes each on one thread: build them side by side. The tiny
+    # ones take seconds, less than starting a process.
+    workers = 1 if cfg.quick else "auto"
+    built = ensure_default_models(
+        config=config, archs=cfg.archs, progress=cfg.progress, workers=workers
+    )
     return {a: Path(built[a]) for a in cfg.archs}
 
 
@@ -513,23 +523,28 @@ def findings(seed_numbers: list[dict[str, Any]]) -> dict[str, Any]:
                 "values": vals,
                 "relative_spread": float(rel),
                 "path_dependent": bool(rel > RELATIVE_SPREAD_MIN),
+                # Accuracy has its own floor (MIN_MATH_ACCURACY, below).
+                "loses": bool(name == "math" or top >= MIN_UTILITY_LOSS),
             }
-        measurable = True
+        judged = [m for m in per if m in active and per[m]["loses"]]
         if name == "math":
             acc = [s["before"][p].get("math_flexible", 0.0) for s in seed_numbers for p in paths]
             measurable = bool(acc) and float(np.mean(acc)) >= MIN_MATH_ACCURACY
+        else:
+            measurable = bool(judged)
         util[name] = {
             "methods": per,
             "measurable": measurable,
             "reproduced": measurable
-            and any(m in active for m in per)
-            and all(v["path_dependent"] for m, v in per.items() if m in active),
+            and bool(judged)
+            and all(per[m]["path_dependent"] for m in judged),
         }
     out["utility"] = {
         **util,
         "criterion": f"(max - min) / max over paths of the utility loss > {RELATIVE_SPREAD_MIN:g} "
-        "for every method (paper: GSM8K degradation differs by > 20% across paths); math counts "
-        f"only when the mean accuracy before unlearning is >= {MIN_MATH_ACCURACY:g}",
+        "for every method (paper: GSM8K degradation differs by > 20% across paths) under which "
+        f"some path loses >= {MIN_UTILITY_LOSS:g} nat/token; math accuracy counts only when the "
+        f"mean accuracy before unlearning is >= {MIN_MATH_ACCURACY:g}",
     }
 
     # 5. Distance of each unlearned model to the retrain baseline.
@@ -816,19 +831,31 @@ def render_report(metrics: dict[str, Any]) -> str:
                 "|---|" + "---|" * (len(a["paths"]) + 1),
             ]
             for m, v in u["methods"].items():
-                # A spread of losses that are all noise (accuracy ~0) would read as a finding.
-                spread = _f(v["relative_spread"]) if u["measurable"] else "n/a"
+                # A spread of losses that are all noise (accuracy ~0, or no path losing
+                # utility) would read as a finding.
+                if not u["measurable"]:
+                    spread = "n/a"
+                elif not v.get("loses", True):
+                    spread = f"n/a (every loss < {MIN_UTILITY_LOSS:g})"
+                else:
+                    spread = _f(v["relative_spread"])
                 L.append(
                     f"| {m} | "
                     + " | ".join(_ci_text(v["values"][p]) for p in a["paths"])
                     + f" | {spread} |"
                 )
-            extra = (
-                ""
-                if u["measurable"]
-                else f" Not measurable: mean accuracy before unlearning "
-                f"< {MIN_MATH_ACCURACY:g} at this size."
-            )
+            if u["measurable"]:
+                extra = ""
+            elif name == "math":
+                extra = (
+                    f" Not measurable: mean accuracy before unlearning "
+                    f"< {MIN_MATH_ACCURACY:g} at this size."
+                )
+            else:
+                extra = (
+                    f" Not measurable: no path loses >= {MIN_UTILITY_LOSS:g} nat/token under "
+                    "a method that forgets."
+                )
             L += ["", f"{name}: {_verdict(u['reproduced'])}.{extra}", ""]
         L += [f"Criterion: {ut['criterion']}.", ""]
         if "rcu" in a:
@@ -977,13 +1004,12 @@ def summarise(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "precondition": a["precondition"]["holds"],
             "divergence": fd["divergence"]["reproduced"],
             "recency": fd["recency"]["reproduced"],
-            "utility_tofu": fd["utility"]["tofu"]["reproduced"],
-            "utility_math": fd["utility"]["math"]["reproduced"]
-            if fd["utility"]["math"]["measurable"]
-            else None,
-            "utility_math_loglik": fd["utility"]["math_loglik"]["reproduced"]
-            if fd["utility"]["math_loglik"]["methods"]
-            else None,
+            # None: not measurable (no accuracy, no method losing utility, no math solutions).
+            **{
+                f"utility_{name}": u["reproduced"] if u["methods"] and u["measurable"] else None
+                for name, u in fd["utility"].items()
+                if name != "criterion"
+            },
             "rcu": a["rcu"]["reproduced"] if "rcu" in a else None,
             "retrain_distance": fd["retrain_distance"]["reproduced"],
         }
@@ -1068,6 +1094,7 @@ def run_main_job(cfg: MainJobConfig) -> dict[str, Any]:
             "chance_margin": CHANCE_MARGIN,
             "min_forgetting": MIN_FORGETTING,
             "min_math_accuracy": MIN_MATH_ACCURACY,
+            "min_utility_loss": MIN_UTILITY_LOSS,
             "retrain_margin": RETRAIN_MARGIN,
             "utility_spread_max": UTILITY_SPREAD_MAX,
             "relative_spread_min": RELATIVE_SPREAD_MIN,

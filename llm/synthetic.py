@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from importlib import resources
@@ -39,6 +39,8 @@ __all__ = [
     "instruction_following",
     "author_facts",
     "arithmetic",
+    "MATH_TASKS",
+    "PRETRAINING_MATH_TASKS",
     "safety_refusals",
     "pair_with_refusals",
     "rcu_set",
@@ -491,16 +493,76 @@ MATH_TASKS = {
 }
 
 
-def arithmetic(n: int, seed: int = 0) -> list[ChatExample]:
+def _math_distance(rng: random.Random) -> tuple[str, list[str], int]:
+    name, speed, hours = rng.choice(_FIRST_NAMES), rng.randint(20, 70), rng.randint(2, 6)
+    q = f"{name} drives at {speed} miles per hour for {hours} hours. How far does {name} drive?"
+    steps = [
+        f"{name} covers {speed} miles in each hour.",
+        f"In {hours} hours that is {speed} x {hours} = {speed * hours}.",
+    ]
+    return q, steps, speed * hours
+
+
+def _math_savings(rng: random.Random) -> tuple[str, list[str], int]:
+    name, start, weekly, weeks = (
+        rng.choice(_FIRST_NAMES),
+        rng.randint(5, 60),
+        rng.randint(3, 15),
+        rng.randint(2, 8),
+    )
+    q = (
+        f"{name} has ${start} saved and adds ${weekly} every week. "
+        f"How much has {name} saved after {weeks} weeks?"
+    )
+    added = weekly * weeks
+    steps = [
+        f"Over {weeks} weeks {name} adds {weekly} x {weeks} = {added}.",
+        f"The savings are {start} + {added} = {start + added}.",
+    ]
+    return q, steps, start + added
+
+
+def _math_ages(rng: random.Random) -> tuple[str, list[str], int]:
+    older, younger = rng.sample(_FIRST_NAMES, 2)
+    age, years = rng.randint(14, 40), rng.randint(2, 10)
+    gap = rng.randint(2, 12)  # < age, so the younger one's age is positive
+    q = (
+        f"{older} is {age} years old and {gap} years older than {younger}. "
+        f"How old will {younger} be in {years} years?"
+    )
+    now = age - gap
+    steps = [
+        f"{younger} is {age} - {gap} = {now} years old now.",
+        f"In {years} years {younger} will be {now} + {years} = {now + years}.",
+    ]
+    return q, steps, now + years
+
+
+# Other question types, same solution format: the default models' pre-training chats use these
+# (llm.default_models.pretraining_chats), so a base model knows the format of a worked solution
+# but S_math still has its own problems to teach.
+PRETRAINING_MATH_TASKS = {
+    "distance": _math_distance,
+    "savings": _math_savings,
+    "ages": _math_ages,
+}
+
+
+def arithmetic(
+    n: int, seed: int = 0, tasks: Mapping[str, Callable] = MATH_TASKS
+) -> list[ChatExample]:
     """``n`` word problems answered step by step, ending in a line ``#### N`` (stand-in for
-    the GPT-4o-rewritten GSM8K of App. E.2). ``meta["answer"]`` is N as a string."""
+    the GPT-4o-rewritten GSM8K of App. E.2), cycling through ``tasks`` (name -> generator of
+    ``(question, steps, answer)``). ``meta["answer"]`` is N as a string."""
     _check_n(n)
+    if not tasks:
+        raise ValueError("tasks must name at least one problem generator")
     rng = _rng("math", seed)
-    names = list(MATH_TASKS)
+    names = list(tasks)
     out = []
     for i in range(n):
         task = names[i % len(names)]
-        question, steps, answer = MATH_TASKS[task](rng)
+        question, steps, answer = tasks[task](rng)
         body = "\n".join(f"{k}. {s}" for k, s in enumerate(steps, start=1))
         response = (
             f"Let's solve this step by step.\n{body}\nSo the answer is {answer}.\n#### {answer}"

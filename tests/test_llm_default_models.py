@@ -19,7 +19,7 @@ from llm.default_models import (
     train_tokenizer,
 )
 from llm.models import load_tokenizer
-from llm.synthetic import generic_text
+from llm.synthetic import REFUSAL_SENTENCE, author_facts, generic_text, instruction_following
 
 TINY = DefaultModelConfig.tiny()
 
@@ -65,12 +65,52 @@ def test_loaded_tokenizer_encodes_like_the_trained_one(tiny_models_dir, arch):
     assert trained(docs)["input_ids"] == loaded(docs)["input_ids"]
 
 
+def test_pretraining_chats_teach_the_stage_formats_without_refusals(tiny_models_dir):
+    tokenizer = load_tokenizer(tiny_models_dir / "llama")
+    config = dataclasses.replace(TINY, pretrain_chats=60)
+    chats = dm.pretraining_chats(tokenizer, config)
+    assert len(chats) == 60
+    assert not any(c.startswith(tokenizer.bos_token) for c in chats)  # blocks add their own
+    assert all(c.count("<|eot_id|>") >= 3 for c in chats)  # system, user, assistant turns
+    # Worked arithmetic in the stage's solution format, but of other question types, so that
+    # S_math still has problems to teach.
+    math_chats = [c for c in chats if "Let's solve this step by step." in c]
+    assert len(math_chats) == 20
+    markers = ("per hour for", "every week", "years older")  # distance, savings, ages
+    assert all(sum(k in c for k in markers) == 1 for c in math_chats)
+    assert not any(" earns $" in c or " pages " in c or " cups " in c for c in math_chats)
+    assert not any(REFUSAL_SENTENCE in c or "REDACTED" in c for c in chats)
+    # Formats, not the stage files' examples: no instruction or author of data seeds 0-2.
+    for seed in range(3):
+        for ex in instruction_following(128, seed=seed):
+            assert not any(ex.messages[0].content in c for c in chats)
+        assert not any(
+            ex.meta["author"] in c for ex in author_facts(16, seed=seed)[0] for c in chats
+        )
+    none = dm.pretraining_blocks(tokenizer, dataclasses.replace(config, pretrain_chats=0), "llama")
+    mixed = dm.pretraining_blocks(tokenizer, config, "llama")
+    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert (none == eot).sum() == 0 and (mixed == eot).sum() > 100
+    assert mixed.shape[0] > none.shape[0]
+
+
 def test_build_is_deterministic(tiny_models_dir, tmp_path):
     again = build_default(tmp_path, TINY, archs=("llama",), progress=False)["llama"]
     first = tiny_models_dir / "llama"
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert (again / name).read_bytes() == (first / name).read_bytes(), name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_parallel_build_writes_the_same_files_as_a_sequential_one(tmp_path):
+    side_by_side = build_default(tmp_path / "par", TINY, progress=False, workers=2)
+    one_by_one = build_default(tmp_path / "seq", TINY, progress=False, workers=1)
+    for arch in ("llama", "qwen2"):
+        for name in ("model.safetensors", "tokenizer.json", "config.json"):
+            first, second = side_by_side[arch] / name, one_by_one[arch] / name
+            assert first.read_bytes() == second.read_bytes(), (arch, name)
+    with pytest.raises(ValueError, match="workers"):
+        build_default(tmp_path / "none", TINY, progress=False, workers=0)
 
 
 def test_ensure_is_idempotent(tiny_models_dir):
@@ -108,6 +148,7 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
         ({"num_layers": 0}, "num_layers"),
         ({"seq_len": 2048}, "seq_len"),
         ({"learning_rate": 0.0}, "learning_rate"),
+        ({"pretrain_chats": -1}, "pretrain_chats"),
     ],
 )
 def test_config_validation(change, message):

@@ -44,6 +44,8 @@ def test_sizes_are_configurable():
     assert len(S.safety_refusals(13)) == 13 and len(S.rcu_set()) == 40
     with pytest.raises(ValueError, match="non-negative"):
         S.arithmetic(-1)
+    with pytest.raises(ValueError, match="tasks"):
+        S.arithmetic(3, tasks={})
 
 
 def _check_equations(question: str, text: str) -> int:
@@ -65,8 +67,11 @@ def _check_equations(question: str, text: str) -> int:
     return n
 
 
-def test_arithmetic_traces_are_correct_and_end_in_hashes():
-    for example in S.arithmetic(60, seed=5):
+@pytest.mark.parametrize("tasks", [S.MATH_TASKS, S.PRETRAINING_MATH_TASKS])
+def test_arithmetic_traces_are_correct_and_end_in_hashes(tasks):
+    examples = S.arithmetic(60, seed=5, tasks=tasks)
+    assert {e.meta["task"] for e in examples} == set(tasks)
+    for example in examples:
         answer = example.response
         last = answer.strip().splitlines()[-1]
         assert re.fullmatch(r"#### -?\d+", last), last

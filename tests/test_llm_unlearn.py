@@ -206,7 +206,7 @@ def test_resume_of_unlearning_equals_uninterrupted(tiny_models_dir, tmp_path):
         assert torch.allclose(p, q, atol=1e-6), n
 
 
-def test_unlearn_optimizer_overrides_the_finetune_optimizer(tiny_models_dir, tmp_path):
+def test_unlearn_optimizer_overrides_the_finetune_optimizer(tiny_models_dir):
     """The demo fine-tunes with SGD and unlearns with AdamW (the paper's): unlearn.optimizer
     decides, and left empty the finetune optimizer is used."""
     method = MethodConfig(objective="ga")

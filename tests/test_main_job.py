@@ -299,3 +299,25 @@ def test_findings_verdicts_and_inert_methods() -> None:
     # recency fails when another path forgets slowest
     seed["methods_data"]["ga"] = _method_rows({"p1": 0.1, "p2": 3, "p3": 4, "p4": 1}, (1, 5))
     assert not MJ.findings([seed])["recency"]["reproduced"]
+
+
+def test_utility_losses_below_the_floor_are_not_a_finding() -> None:
+    # GA forgets, but no path loses >= MIN_UTILITY_LOSS of TOFU log-lik: (0.04 - 0) / 0.04 is a
+    # ratio of noise, so the verdict is "not measurable", not "path dependent".
+    paths = ["p1", "p2", "p3", "p4"]
+    rows = _method_rows({"p1": 2.0, "p2": 3.0, "p3": 0.4, "p4": 0.3}, (1.0, 5.0))
+    for p, loss in zip(paths, (0.0, 0.01, 0.04, 0.02), strict=True):
+        rows["paths"][p]["tofu_loss"] = loss
+    seed = {
+        "paths": paths,
+        "methods": ["ga"],
+        "before": {p: {"label": -3.0, "tofu": -5.0, "math_flexible": 0.5} for p in paths},
+        "methods_data": {"ga": rows},
+    }
+    tofu = MJ.findings([seed])["utility"]["tofu"]
+    assert tofu["methods"]["ga"]["relative_spread"] == pytest.approx(1.0)
+    assert not tofu["methods"]["ga"]["loses"]
+    assert not tofu["measurable"] and not tofu["reproduced"]
+    rows["paths"]["p3"]["tofu_loss"] = MJ.MIN_UTILITY_LOSS  # at the floor: judged
+    tofu = MJ.findings([seed])["utility"]["tofu"]
+    assert tofu["measurable"] and tofu["reproduced"]
