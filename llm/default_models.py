@@ -323,7 +323,7 @@ def build_default(
     if unknown or not archs:
         raise ValueError(f"unknown architectures {unknown}; expected a subset of {ARCHS}")
     if workers == "auto":
-        workers = min(len(archs), usable_cores())
+        workers = min(len(archs), _usable_cores())
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1 or 'auto', got {workers!r}")
     out = Path(out_dir).expanduser()
@@ -341,8 +341,10 @@ def build_default(
     return {arch: out / arch for arch in archs}
 
 
-def usable_cores() -> int:
-    """CPU cores this process may run on (respects taskset and container CPU sets)."""
+def _usable_cores() -> int:
+    """CPU cores this process may run on (respects taskset and container CPU sets). The same as
+    ``sim.parallel.usable_cores``, kept here because importing ``sim`` starts JAX, which a
+    model build (and each process it spawns) does not need."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
