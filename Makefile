@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # The main job: default models (built once, cached), Theorem 3.1, the sim path study and the llm
 # protocol on both default architectures, into one report folder ($(OUT)/report.md).
 demo: setup
-	$(PY) -m llm.main_job --out $(OUT)
+	$(PY) -m study --out $(OUT)
 
 bench: setup
 	$(PY) -m sim bench

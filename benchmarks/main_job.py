@@ -4,7 +4,7 @@
 
 Everything is measured in this one run and printed:
 
-1. the main job (``llm.main_job``; ``--quick`` by default, the default models with ``--full``) and
+1. the main job (:mod:`study`; ``--quick`` by default, the default models with ``--full``) and
    the seconds of each of its phases (read from its ``metrics.json``; ``--from DIR`` reads a
    finished job's instead of running one);
 2. training throughput: one fine-tuning stage (the demo config's S_inst settings) on the model,
@@ -36,14 +36,14 @@ def _models(full: bool) -> dict[str, Path]:
 
 
 def bench_main_job(out: Path, full: bool, existing: str = "") -> dict[str, float]:
-    from llm.main_job import MainJobConfig, run_main_job
+    from study import StudyConfig, run_study
 
     if existing:  # phases of a main job that already ran (e.g. the default `make demo` run)
         timings = dict(json.loads((Path(existing) / "metrics.json").read_text())["timings"])
         timings["wall"] = timings["total"]
         return timings
     started = time.perf_counter()
-    metrics = run_main_job(MainJobConfig(out=out, quick=not full, progress=False))
+    metrics = run_study(StudyConfig(quick=not full), out, progress=False)
     timings = dict(metrics["timings"])
     timings["wall"] = time.perf_counter() - started
     return timings
@@ -51,11 +51,11 @@ def bench_main_job(out: Path, full: bool, existing: str = "") -> dict[str, float
 
 def bench_training(model_dir: Path, full: bool, workdir: Path) -> dict[str, float]:
     from llm.data import load_examples
-    from llm.main_job import protocol_config
     from llm.models import load_model
     from llm.synthetic import write_default_datasets
     from llm.tokenization import encode_examples
     from llm.train import train_stage
+    from study.config import protocol_config
 
     cfg = protocol_config("llama", 0, not full, model_dir)
     files = write_default_datasets(workdir / "data", dict(cfg.data.sizes), 0)
@@ -82,7 +82,8 @@ def bench_training(model_dir: Path, full: bool, workdir: Path) -> dict[str, floa
 def bench_scoring(model_dir: Path, n_prompts: int, workdir: Path) -> dict[str, float]:
     from llm.evaluate import score_examples
     from llm.models import load_model
-    from llm.synthetic import UNLEARN_LABEL, safety_refusals, unlearn_paraphrases
+    from llm.prompts import UNLEARN_LABEL, unlearn_paraphrases
+    from llm.synthetic import safety_refusals
     from llm.tokenization import encode_prompt_completion
 
     model, tok = load_model(str(model_dir))

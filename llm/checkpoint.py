@@ -1,63 +1,18 @@
-"""Atomic file writes and step checkpoints (resume).
+"""Step checkpoints (resume) of the optimisation loop.
 
-Every file a run leaves behind is written to a temporary sibling and renamed into place, so a run
-killed at any moment leaves either the old file or the new one, never half of one. A directory
-(a stage checkpoint, a step checkpoint) is written the same way: into ``NAME.tmp-PID`` and then
-renamed to ``NAME``.
+A checkpoint is a folder written whole by :func:`pathdep.io.atomic_dir` (into ``NAME.tmp-PID``,
+then renamed to ``NAME``), so a run killed at any moment leaves the old checkpoint or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` via a temporary file in the same folder and an atomic
-    rename; on any error the temporary file is removed and ``path`` is left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``path`` when the block exits without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old.exists():
-        shutil.rmtree(old)
+from pathdep.io import atomic_dir
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -76,8 +31,8 @@ def save_step_checkpoint(
     """Write trainable weights, optimizer, scheduler and the step index to ``path`` atomically.
 
     RNG states need not be stored: every optimizer step reseeds torch from (seed, step, rank)
-    (see :func:`llm.train.step_seed`), and the data order is a function of (seed, epoch), so the
-    step index is the whole of the remaining state.
+    (:func:`llm.batches.stable_seed` in :func:`llm.loop.run_loop`), and the data order is a
+    function of (seed, epoch), so the step index is the whole of the remaining state.
     """
     with atomic_dir(path) as tmp:
         torch.save(

@@ -65,6 +65,8 @@ def _load(args):
 
 def _run(args) -> int:
     from llm import protocol as P
+    from llm.stage_cache import ensure_prefix
+    from llm.workspace import load_model, open_workspace
 
     if args.command == "build-default":
         from llm.default_models import DefaultModelConfig, build_default
@@ -95,18 +97,18 @@ def _run(args) -> int:
                 f"{s['path']}/{s['method']}: {s.get('message', s.get('status'))}", file=sys.stderr
             )
         return 1 if bad else 0
-    ws = P.open_workspace(cfg, args.out, progress)
+    ws = open_workspace(cfg, args.out, progress)
     from llm.config import path_sequences, retrain_sequence
 
     sequences = path_sequences(cfg.paths)
     if args.command == "finetune":
         for name, seq in [*sequences.items(), ("retrain", retrain_sequence(cfg.paths))]:
-            print(f"{name} ({'-'.join(seq)}): {P.ensure_prefix(ws, seq)}")
+            print(f"{name} ({'-'.join(seq)}): {ensure_prefix(ws, seq)}")
         return 0
     suite = P.build_eval_suite(ws)
     if args.command == "evaluate":
         summary, values, _ = P.evaluate_with_config(
-            ws, suite, P.load_model(ws, Path(args.model)), not args.no_math
+            ws, suite, load_model(ws, Path(args.model)), not args.no_math
         )
         print(json.dumps({"model": args.model, "summary": summary}, indent=2))
         return 0
@@ -119,7 +121,7 @@ def _run(args) -> int:
         for name, seq in sequences.items():
             if args.path and name not in args.path:
                 continue
-            model_dir = P.ensure_prefix(ws, seq)
+            model_dir = ensure_prefix(ws, seq)
             for method in methods:
                 status = P.run_unlearning(ws, suite, name, model_dir, method)
                 print(f"{name}/{method.name}: {status['status']}")
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         FileNotFoundError,
     )
     try:
-        from llm.data import DatasetError
+        from llm.chat import DatasetError
 
         bad_input += (DatasetError,)
     except ImportError:  # pragma: no cover - F's module is part of the package

@@ -1,9 +1,10 @@
-"""One run = one TOML file, parsed into frozen dataclasses.
+"""One run = one TOML file, parsed into frozen dataclasses (:mod:`pathdep.configs`).
 
 The file is read with :mod:`tomllib` (so a duplicated key is a parse error, by the TOML spec), every
 table is matched field by field against the dataclasses below (an unknown key is an error naming
-the key and its table), and the resolved config is saved as JSON beside the outputs together with
-its hash (:func:`config_hash`), so every result can be traced to exactly what produced it.
+the key and its table, a float must be finite), and the resolved config is saved beside the
+outputs as ``config.toml`` (a run can be repeated from it) and ``config.json`` with its hash
+(:func:`pathdep.configs.config_hash`), so every result can be traced to exactly what produced it.
 
 Dotted overrides (``model.path=/models/Llama-3.2-1B``) are applied to the raw tables before
 validation, with the value parsed as a TOML value when it parses and as a string otherwise.
@@ -11,15 +12,41 @@ validation, with the value parsed as a TOML value when it parses and as a string
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import tomllib
-import types
-import typing
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pathdep.configs import (
+    ConfigError,
+    FrozenMap,
+    apply_overrides,
+    config_hash,
+    from_dict,
+    load_toml,
+    save_config,
+    to_dict,
+)
+from pathdep.configs import option as _f
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "RunConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_hash",
+    "load_config",
+    "lora_shape",
+    "path_sequences",
+    "retrain_sequence",
+    "save_resolved",
+    "to_dict",
+    "validate",
+]
+
+# The configs shipped with the package (tiny, demo, the five paper models).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DTYPES = ("fp32", "bf16", "fp64")
 SCHEDULES = ("wsd", "cosine", "constant")
@@ -35,16 +62,6 @@ LORA_PRESETS: dict[str, tuple[int, int]] = {
     "llama2-13b": (8, 16),
     "qwen2.5-14b": (8, 16),
 }
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not describe a valid run; the message names the key."""
-
-
-def _f(default: Any, help: str) -> Any:
-    if isinstance(default, (list, dict, tuple)):
-        return field(default_factory=lambda: default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
@@ -105,8 +122,12 @@ class StageConfig:
 class DataConfig:
     synthetic: bool = _f(True, "write the built-in synthetic datasets (llm.synthetic) first")
     seed: int = _f(0, "seed of the synthetic data")
-    sizes: dict[str, int] = _f({}, "synthetic dataset sizes by name (llm.synthetic defaults)")
-    files: dict[str, str] = _f({}, "dataset name -> JSON/JSONL file; overrides synthetic ones")
+    sizes: Mapping[str, int] = _f(
+        FrozenMap(), "synthetic dataset sizes by name (llm.synthetic defaults)"
+    )
+    files: Mapping[str, str] = _f(
+        FrozenMap(), "dataset name -> JSON/JSONL file; overrides synthetic ones"
+    )
 
 
 @dataclass(frozen=True)
@@ -214,107 +235,22 @@ class RunConfig:
 # Parsing
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return _build(tp, value, where)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected an array, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(
-            _convert(a, v, f"{where}[{i}]")
-            for i, (a, v) in enumerate(zip(args, value, strict=True))
-        )
-    if origin is dict:
-        key_t, val_t = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
-        return {str(k): _convert(val_t, v, f"{where}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
-    if isinstance(tp, types.UnionType):  # pragma: no cover - no unions in the schema today
-        raise ConfigError(f"{where}: unsupported type {tp}")
-    raise ConfigError(f"{where}: unsupported type {tp}")
-
-
-def _build(cls: type, raw: dict, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in names:
-            full = f"{where}.{key}" if where else key
-            raise ConfigError(f"unknown key '{full}' (allowed: {', '.join(sorted(names))})")
-    kwargs = {}
-    for key, value in raw.items():
-        kwargs[key] = _convert(hints[key], value, f"{where}.{key}" if where else key)
-    return cls(**kwargs)
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Return a copy of ``raw`` with ``a.b.c=value`` overrides applied (value parsed as TOML)."""
-    raw = json.loads(json.dumps(raw))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not KEY=VALUE")
-        key, text = item.split("=", 1)
-        parts = key.strip().split(".")
-        node = raw
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key!r}: {part!r} is not a table")
-        node[parts[-1]] = _parse_value(text.strip())
-    return raw
-
-
-def config_from_dict(raw: dict) -> RunConfig:
+def config_from_dict(raw: Mapping[str, Any]) -> RunConfig:
     """Validate a raw table (as from tomllib) into a :class:`RunConfig`; raises ConfigError."""
-    cfg = _build(RunConfig, raw, "")
+    cfg = from_dict(RunConfig, raw)
     validate(cfg)
     return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Read a TOML run config, apply dotted overrides, validate; raises ConfigError."""
-    path = Path(path)
+    """Read a TOML run config (e.g. a run folder's saved ``config.toml``), apply dotted
+    overrides, validate; raises ConfigError naming the file and the key."""
+    cfg = load_toml(RunConfig, path, overrides or [])
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise ConfigError(f"config file not found: {path}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: {err}") from err
-    try:
-        return config_from_dict(apply_overrides(raw, overrides or []))
+        validate(cfg)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
+    return cfg
 
 
 def validate(cfg: RunConfig) -> None:
@@ -450,22 +386,7 @@ def lora_shape(cfg: RunConfig) -> tuple[int, int]:
     return (rank or preset[0], alpha or preset[1])
 
 
-def to_dict(cfg: Any) -> dict:
-    """Plain JSON-able dict of a config dataclass (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def config_hash(cfg: Any) -> str:
-    """sha256 of the canonical JSON of a resolved config (first 16 hex digits)."""
-    text = json.dumps(to_dict(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def save_resolved(cfg: RunConfig, out_dir: str | Path) -> Path:
-    """Write ``out_dir/config.json`` (resolved config + hash), atomically."""
-    from llm.checkpoint import atomic_write_text
-
-    out = Path(out_dir) / "config.json"
-    payload = {"hash": config_hash(cfg), "config": to_dict(cfg)}
-    atomic_write_text(out, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    return out
+def save_resolved(cfg: RunConfig, out_dir: str | Path) -> str:
+    """Write ``out_dir/config.toml`` and ``out_dir/config.json`` (resolved config + hash)
+    atomically; returns the hash."""
+    return save_config(cfg, out_dir)

@@ -25,43 +25,20 @@ chat-templated prompt ``x``):
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llm import distributed as D
-from llm.objectives import IGNORE_INDEX
+from llm.answers import answers_match, extract_answer, gold_answer
+from llm.logprobs import per_example_logprobs
 
 # ------------------------------------------------------------------------------------------
 # Scoring fixed completions
-
-
-def token_logprobs(
-    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
-) -> list[torch.Tensor]:
-    """Per-example vectors of log p(token | prefix) over the labelled positions.
-
-    Args:
-        logits: (B, T, V); labels: (B, T) aligned with the inputs (shift applied here).
-
-    Returns:
-        B float64 tensors of lengths = labelled positions of each row (after the shift).
-    """
-    shift_logits = logits[:, :-1, :]  # (B, T-1, V)
-    if shift_logits.dtype != torch.float64:
-        shift_logits = shift_logits.float()
-    shift_labels = labels[:, 1:]  # (B, T-1)
-    mask = shift_labels != ignore_index
-    safe = shift_labels.masked_fill(~mask, 0)
-    lp = torch.gather(F.log_softmax(shift_logits, dim=-1), 2, safe.unsqueeze(-1)).squeeze(-1)
-    return [lp[b][mask[b]].double().cpu() for b in range(lp.shape[0])]
 
 
 @torch.no_grad()
@@ -73,7 +50,7 @@ def score_examples(
     Many sequences go through each forward pass; under torch.distributed every process scores
     its shard and the results are gathered back into the input order.
     """
-    from llm.train import collate_to, model_device
+    from llm.batches import collate_to, model_device
 
     info = D.current()
     indices = D.shard(list(range(len(examples))), info)
@@ -92,7 +69,7 @@ def score_examples(
         chunk = indices[start : start + batch_size]
         batch = collate_to([examples[i] for i in chunk], pad_token_id, device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        for i, vec in zip(chunk, token_logprobs(logits, batch["labels"]), strict=True):
+        for i, vec in zip(chunk, per_example_logprobs(logits, batch["labels"]), strict=True):
             mine[i] = vec.numpy()
     if was_training:
         model.train()
@@ -126,68 +103,8 @@ def math_utility(acc_before: float, acc_after: float) -> float:
     return acc_after - acc_before
 
 
-def re_distance(pred_a: Sequence[np.ndarray], pred_b: Sequence[np.ndarray]) -> float:
-    """Def. 2.1: ``(1/m) sum_i ||Pred_a(x_i) - Pred_b(x_i)||^2`` over m prompts."""
-    if len(pred_a) != len(pred_b) or not len(pred_a):
-        raise ValueError(f"need two equally long non-empty lists, got {len(pred_a)}, {len(pred_b)}")
-    total = 0.0
-    for a, b in zip(pred_a, pred_b, strict=True):
-        if np.shape(a) != np.shape(b):
-            raise ValueError(f"prediction shapes differ: {np.shape(a)} vs {np.shape(b)}")
-        total += float(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
-    return total / len(pred_a)
-
-
 # ------------------------------------------------------------------------------------------
 # Math answers
-
-# A number with optional sign and "$" in either order, thousands commas and decimals.
-_NUMBER = re.compile(r"(-)?\s*\$?\s*(-)?(\d[\d,]*(?:\.\d+)?|\.\d+)")
-
-
-def _to_float(match: re.Match) -> float:
-    value = float(match.group(3).replace(",", ""))
-    return -value if (match.group(1) or match.group(2)) else value
-
-
-def parse_number(text: str) -> float | None:
-    """The first number in ``text`` ("$1,234.50" -> 1234.5, "-$3" -> -3.0), or None."""
-    match = _NUMBER.search(text)
-    return _to_float(match) if match else None
-
-
-def _last_number(text: str) -> float | None:
-    matches = list(_NUMBER.finditer(text))
-    return _to_float(matches[-1]) if matches else None
-
-
-def extract_answer(text: str) -> tuple[float | None, float | None]:
-    """(strict, flexible) answers of a solution.
-
-    strict: the first number after the last "####" (None if there is no "####" or no number
-    after it); flexible: the strict answer if any, else the last number anywhere in the text.
-    """
-    strict = None
-    if "####" in text:
-        strict = parse_number(text.rsplit("####", 1)[1])
-    flexible = strict if strict is not None else _last_number(text)
-    return strict, flexible
-
-
-def answers_match(predicted: float | None, gold: float) -> bool:
-    return predicted is not None and math.isclose(predicted, gold, rel_tol=1e-9, abs_tol=1e-6)
-
-
-def gold_answer(example: Any) -> float:
-    """Gold number of a math example: ``meta['answer']``, else after "####" in its answer."""
-    meta = getattr(example, "meta", {}) or {}
-    if "answer" in meta:
-        value = parse_number(str(meta["answer"]))
-    else:
-        value = extract_answer(example.messages[-1].content)[0]
-    if value is None:
-        raise ValueError(f"math example has no gold answer: {meta}")
-    return value
 
 
 def math_scores(samples: Sequence[Sequence[str]], gold: Sequence[float]) -> dict[str, Any]:
@@ -225,7 +142,7 @@ def generate_samples(
     Batches are fixed slices of the prompt list and each is seeded from (seed, batch start), so
     the samples do not depend on the number of processes (batches are dealt round robin).
     """
-    from llm.train import model_device, stable_seed
+    from llm.batches import model_device, stable_seed
 
     info = D.current()
     device = model_device(model)
@@ -315,12 +232,9 @@ def build_suite(
     template_tokenizer=None,
 ) -> EvalSuite:
     """Tokenise every evaluation item (see the module docstring for what each group scores)."""
-    from llm.data import Message
-    from llm.tokenization import (
-        encode_prompt_completion,
-        end_of_turn_token_ids,
-        render_prompt,
-    )
+    from llm.chat import Message
+    from llm.chat_template import end_of_turn_token_ids, render_prompt
+    from llm.tokenization import encode_prompt_completion
 
     def fits(prompt, completion):
         try:

@@ -17,8 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llm.checkpoint import atomic_write_json, atomic_write_text
 from llm.evaluate import forget_score, math_utility, tofu_utility
+from llm.layout import ProtocolLayout
+from pathdep.io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 class ReportError(ValueError):
@@ -30,28 +31,28 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def load_runs(out: str | Path) -> dict[str, dict[str, list[dict]]]:
-    """``{path: {method: [eval records sorted by step]}}`` from ``OUT/runs``; an eval record is a
-    metrics line that carries the evaluation fields (``label``)."""
-    runs = Path(out) / "runs"
-    if not runs.is_dir():
+    """``{path: {method: [eval records sorted by step]}}`` of a protocol folder; an eval record
+    is a metrics line that carries the evaluation fields (``label``)."""
+    layout = ProtocolLayout(Path(out))
+    if not layout.runs.is_dir():
         raise ReportError(f"{out} has no runs/ folder (not a protocol output)")
     result: dict[str, dict[str, list[dict]]] = {}
-    for path_dir in sorted(p for p in runs.iterdir() if p.is_dir() and p.name != "retrain"):
-        for method_dir in sorted(m for m in path_dir.iterdir() if m.is_dir()):
-            metrics = method_dir / "metrics.jsonl"
-            if not metrics.exists():
+    for path, methods in layout.unlearning_runs().items():
+        for method, run in methods.items():
+            if not run.metrics.exists():
                 continue
-            records = [r for r in read_jsonl(metrics) if "label" in r]
+            records = [r for r in read_jsonl(run.metrics) if "label" in r]
             records.sort(key=lambda r: r["step"])
             if records:
-                result.setdefault(path_dir.name, {})[method_dir.name] = records
+                result.setdefault(path, {})[method] = records
     if not result:
         raise ReportError(f"{out}/runs holds no metrics.jsonl with evaluations")
     return result
 
 
-def _status(out: Path, path: str, method: str) -> str:
-    f = out / "runs" / path / method / "status.json"
+def run_status(out: Path, path: str, method: str) -> str:
+    """The status of one unlearning run: done, non-finite, ... or running (no status yet)."""
+    f = ProtocolLayout(out).run(path, method).status
     return json.loads(f.read_text()).get("status", "?") if f.exists() else "running"
 
 
@@ -92,7 +93,7 @@ def table1(out: str | Path) -> list[dict]:
                 {
                     "path": path,
                     "method": method,
-                    "status": _status(out, path, method),
+                    "status": run_status(out, path, method),
                     **summary_row(records),
                 }
             )
@@ -139,9 +140,7 @@ def table1_csv(rows: list[dict]) -> str:
 
 
 def _save_fig(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    atomic_save_figure(fig, path, dpi=110)
 
 
 def _curves(runs, key, transform=None):
@@ -222,7 +221,7 @@ def figures(out: str | Path, folder: Path) -> list[Path]:
         _save_fig(fig, f4)
         plt.close(fig)
         written.append(f4)
-    re_file = out / "re_distance.json"
+    re_file = ProtocolLayout(out).re_distance
     if re_file.exists():
         re = json.loads(re_file.read_text())
         curves = {
@@ -240,11 +239,12 @@ def figures(out: str | Path, folder: Path) -> list[Path]:
 def write_report(out: str | Path) -> dict[str, Path]:
     """Write ``OUT/report/`` (tables, figures, summary.json) from the metrics files."""
     out = Path(out)
-    folder = out / "report"
+    layout = ProtocolLayout(out)
+    folder = layout.report
     folder.mkdir(parents=True, exist_ok=True)
     rows = table1(out)
     md = "# Table 1 (forget score, TOFU utility, math utility)\n\n" + table1_markdown(rows)
-    re_file = out / "re_distance.json"
+    re_file = layout.re_distance
     if re_file.exists():
         re = json.loads(re_file.read_text())
         md += "\n## RE distance at the last evaluated step\n\n| method | pair | distance |\n"

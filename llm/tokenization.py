@@ -1,63 +1,46 @@
-"""Chat-template tokenisation for training and scoring: labels on assistant tokens only.
+"""Tokenisation for training and scoring: ids, labels on assistant tokens only, and batches.
 
 Conventions (shared with :mod:`llm.objectives`): ``labels`` has the length of ``input_ids`` and
 holds the token id where the token carries loss, ``IGNORE_INDEX`` (-100) elsewhere; the causal
 shift happens inside the loss.
 
-How the assistant mask is found. The template is rendered to text; for every assistant turn i the
-prefix ``messages[:i]`` rendered *with* the generation prompt and ``messages[:i+1]`` rendered
-without it are compared: the characters between them are that turn (its content and the
-end-of-turn marker; trailing whitespace after the marker is not labelled). The full text is then
-tokenised once with character offsets, and a token is labelled iff its characters overlap such a
-span (so a token straddling the start of an answer, like ``" b"`` after ``"assistant:"``, is
-labelled: it is the first token the model has to produce).
+How the assistant mask is found. The template is rendered to text (:mod:`llm.chat_template`); for
+every assistant turn i the prefix ``messages[:i]`` rendered *with* the generation prompt and
+``messages[:i+1]`` rendered without it are compared: the characters between them are that turn
+(its content and the end-of-turn marker; trailing whitespace after the marker is not labelled;
+:func:`llm.chat_template.assistant_char_spans`). The full text is then tokenised once with
+character offsets, and a token is labelled iff its characters overlap such a span (so a token
+straddling the start of an answer, like ``" b"`` after ``"assistant:"``, is labelled: it is the
+first token the model has to produce).
 This needs only that the template renders a conversation as a concatenation of its turns
 ("prefix-consistent"), which Llama 2/3 and ChatML/Qwen templates are; a template that is not
-raises :class:`ChatTemplateError`. Templates with ``{% generation %}`` blocks use the
-tokenizer's own ``return_assistant_tokens_mask`` instead.
+raises :class:`llm.chat_template.ChatTemplateError`. Templates with ``{% generation %}`` blocks
+use the tokenizer's own ``return_assistant_tokens_mask`` instead.
 
-Templates that print today's date (Llama 3.x) are pinned to :data:`PINNED_DATE`: ``date_string``
-is passed to the renderer and ``strftime_now`` is shadowed by a macro returning the pinned date,
-so the same data always gives the same tokens. :func:`template_hash` fingerprints the rendered
-template on a fixed probe conversation; record it with every run.
-
-The chat template may come from a different tokenizer than the one that tokenises (the paper
-formats *base* models with the matching *instruct* model's template): pass it as
-``template_tokenizer``; its template and special-token strings are used for rendering, the
-model's tokenizer for the ids.
+``template_tokenizer`` (every encoder takes it) is where the chat template comes from when it is
+not the model's tokenizer; see :mod:`llm.chat_template`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from llm.data import ChatExample, Message
-from llm.objectives import IGNORE_INDEX
-
-PINNED_DATE = datetime(2024, 7, 26)
-PINNED_DATE_STRING = "26 Jul 2024"  # the form Llama 3.1 templates print
-_STRFTIME_CALL = re.compile(r"strftime_now\(\s*(['\"])(.*?)\1\s*\)")
-_GENERATION_BLOCK = re.compile(r"\{%-?\s*generation\s*-?%\}")
-PROBE_CONVERSATION = (
-    Message("system", "You are a helpful assistant."),
-    Message("user", "What is 2 + 3?"),
-    Message("assistant", "2 + 3 = 5."),
-    Message("user", "And 4 + 4?"),
-    Message("assistant", "4 + 4 = 8."),
+from llm.chat import ChatExample, Message
+from llm.chat_template import (
+    GENERATION_BLOCK,
+    assistant_char_spans,
+    chat_template_of,
+    generation_block_mask,
+    render_prompt,
+    template_hash,
 )
-
-
-class ChatTemplateError(ValueError):
-    """The tokenizer has no chat template, or one this module cannot mask reliably."""
+from llm.logprobs import IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -106,69 +89,7 @@ class EncodedDataset:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
-
-
-def chat_template_of(tokenizer: Any, template_tokenizer: Any = None) -> str:
-    """The Jinja chat template to use: ``template_tokenizer``'s if given, else ``tokenizer``'s."""
-    source = template_tokenizer if template_tokenizer is not None else tokenizer
-    template = getattr(source, "chat_template", None)
-    if isinstance(template, dict):  # several named templates: the default one formats chats
-        template = template.get("default")
-    if not template:
-        raise ChatTemplateError(
-            "tokenizer has no chat template; pass the matching instruct model's tokenizer folder "
-            "(tokenizer_path / template_tokenizer), as the paper does for base models"
-        )
-    return template
-
-
-def pinned_template(template: str) -> str:
-    """``template`` with ``strftime_now(fmt)`` calls shadowed by the pinned date.
-
-    A macro of the same name defined at the top of the template takes precedence over the
-    renderer's global, and returns :data:`PINNED_DATE` formatted with the literal format strings
-    found in the template (passed in as ``pathdep_pinned_dates``).
-    """
-    if "strftime_now" not in template:
-        return template
-    macro = "{%- macro strftime_now(format) -%}{{ pathdep_pinned_dates[format] }}{%- endmacro -%}\n"
-    return macro + template
-
-
-def render_chat(
-    tokenizer: Any,
-    messages: Sequence[Message] | Sequence[dict],
-    add_generation_prompt: bool = False,
-    template_tokenizer: Any = None,
-) -> str:
-    """Render ``messages`` with the chat template (date pinned) to text, without tokenising."""
-    source = template_tokenizer if template_tokenizer is not None else tokenizer
-    template = chat_template_of(tokenizer, template_tokenizer)
-    dates = {fmt: PINNED_DATE.strftime(fmt) for _, fmt in _STRFTIME_CALL.findall(template)}
-    conversation = [
-        {"role": m.role, "content": m.content} if isinstance(m, Message) else dict(m)
-        for m in messages
-    ]
-    return source.apply_chat_template(
-        conversation,
-        chat_template=pinned_template(template),
-        tokenize=False,
-        add_generation_prompt=add_generation_prompt,
-        date_string=PINNED_DATE_STRING,
-        pathdep_pinned_dates=dates,
-    )
-
-
-def render_prompt(
-    tokenizer: Any, prompt_messages: Sequence[Message], template_tokenizer: Any = None
-) -> str:
-    """The prompt as the model sees it before answering (chat template + generation prompt).
-
-    Tokenise the result with ``add_special_tokens=False`` (the template already holds BOS), or
-    use :func:`encode_prompt`.
-    """
-    return render_chat(tokenizer, prompt_messages, True, template_tokenizer)
+# Encoding
 
 
 def encode_prompt(
@@ -177,51 +98,6 @@ def encode_prompt(
     """Token ids of :func:`render_prompt`, ready for ``model.generate``."""
     text = render_prompt(tokenizer, prompt_messages, template_tokenizer)
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def template_hash(tokenizer: Any, template_tokenizer: Any = None) -> str:
-    """sha256 (hex) of the template rendered on :data:`PROBE_CONVERSATION`.
-
-    Both the full conversation and the generation prompt after its first user turn are hashed,
-    so any change in what the model sees (template, special-token strings, pinned date) shows.
-    """
-    full = render_chat(tokenizer, PROBE_CONVERSATION, False, template_tokenizer)
-    prompt = render_chat(tokenizer, PROBE_CONVERSATION[:2], True, template_tokenizer)
-    return hashlib.sha256(f"{full}\x00{prompt}".encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# Encoding
-
-
-def assistant_char_spans(
-    tokenizer: Any, messages: Sequence[Message], template_tokenizer: Any = None
-) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the ``[start, end)`` character span of each assistant turn.
-
-    A span runs from the end of the generation prompt to the end of the turn's end-of-turn
-    marker (trailing whitespace excluded).
-    """
-    full = render_chat(tokenizer, messages, False, template_tokenizer)
-    spans = []
-    for i, message in enumerate(messages):
-        if message.role != "assistant":
-            continue
-        before = render_chat(tokenizer, messages[:i], True, template_tokenizer)
-        through = render_chat(tokenizer, messages[: i + 1], False, template_tokenizer)
-        if not through.startswith(before) or not full.startswith(through):
-            raise ChatTemplateError(
-                "chat template is not prefix-consistent (rendering a conversation is not the "
-                "concatenation of its turns), so assistant tokens cannot be located"
-            )
-        turn = through[len(before) :]
-        if message.content.strip() not in turn:
-            raise ChatTemplateError(
-                f"assistant message {i} does not appear verbatim in its rendered turn; the "
-                "template rewrites content, so the mask cannot be computed"
-            )
-        spans.append((len(before), len(before) + len(turn.rstrip())))
-    return full, spans
 
 
 def encode_chat(
@@ -243,8 +119,8 @@ def encode_chat(
     if not any(m.role == "assistant" for m in messages):
         raise ValueError("example has no assistant message to label")
     template = chat_template_of(tokenizer, template_tokenizer)
-    if _GENERATION_BLOCK.search(template):
-        input_ids, mask = _generation_block_mask(tokenizer, messages, template_tokenizer)
+    if GENERATION_BLOCK.search(template):
+        input_ids, mask = generation_block_mask(tokenizer, messages, template_tokenizer)
     else:
         text, spans = assistant_char_spans(tokenizer, messages, template_tokenizer)
         input_ids, mask = _offset_mask(tokenizer, text, spans)
@@ -317,23 +193,6 @@ def encode_examples(
     return EncodedDataset(
         encoded, kept, n_truncated, n_dropped, template_hash(tokenizer, template_tokenizer)
     )
-
-
-def end_of_turn_token_ids(tokenizer: Any, template_tokenizer: Any = None) -> list[int]:
-    """Ids that end an assistant turn under the template (stop tokens for generation).
-
-    Found by rendering a probe answer: the labelled tokens after the answer's content (e.g.
-    ``<|eot_id|>`` for Llama 3, ``<|im_end|>`` for ChatML), plus the tokenizer's EOS.
-    """
-    probe = PROBE_CONVERSATION[:3]
-    text, spans = assistant_char_spans(tokenizer, probe, template_tokenizer)
-    start, end = spans[-1]
-    content_end = text.index(probe[-1].content, start) + len(probe[-1].content)
-    tail = text[content_end:end]
-    ids = list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail.strip() else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,23 +277,3 @@ def _offset_mask(
         else:
             mask.append(any(start < e and end > s for s, e in spans))
     return input_ids, mask
-
-
-def _generation_block_mask(
-    tokenizer: Any, messages: Sequence[Message], template_tokenizer: Any
-) -> tuple[list[int], list[bool]]:
-    # Rendered with the template tokenizer's special-token strings, tokenised by the model's.
-    source = template_tokenizer if template_tokenizer is not None else tokenizer
-    template = chat_template_of(tokenizer, template_tokenizer)
-    dates = {fmt: PINNED_DATE.strftime(fmt) for _, fmt in _STRFTIME_CALL.findall(template)}
-    out = tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in messages],
-        chat_template=pinned_template(template),
-        tokenize=True,
-        return_dict=True,
-        return_assistant_tokens_mask=True,
-        date_string=PINNED_DATE_STRING,
-        pathdep_pinned_dates=dates,
-        **source.special_tokens_map,
-    )
-    return list(out["input_ids"]), [bool(m) for m in out["assistant_masks"]]

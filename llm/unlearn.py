@@ -28,19 +28,23 @@ import torch
 
 from llm import distributed as D
 from llm import objectives as obj
-from llm.checkpoint import atomic_write_text
-from llm.config import FinetuneConfig, MethodConfig, UnlearnConfig
-from llm.train import (
-    LoopSettings,
-    attach_lora,
+from llm.batches import (
     batch_plan,
     collate_to,
     forward_logprobs,
     labelled_tokens,
     micro_batches,
     model_device,
-    run_loop,
 )
+from llm.config import FinetuneConfig, MethodConfig, UnlearnConfig
+from llm.loop import LoopSettings, run_loop
+from llm.train import attach_lora
+from pathdep.io import atomic_write_text
+
+
+def method_params(method: MethodConfig) -> obj.ObjectiveParams:
+    """The objective hyperparameters of a configured method."""
+    return obj.ObjectiveParams(method.beta, method.margin, method.length_normalize)
 
 
 @dataclass
@@ -97,24 +101,22 @@ class UnlearnObjective:
         m = self.method
         batch = collate_to([self.forget[i] for i in idx], self.pad_token_id, model_device(model))
         logp, n = forward_logprobs(model, batch)
-        seq_share = len(idx) / totals[1].clamp_min(1.0)  # mean over the global batch
-        if m.objective == "ga":
-            return obj.gradient_ascent_loss(logp, n, total_tokens=totals[0].clamp_min(1.0))
+        ref = None
         if m.objective == "npo":
             if self.ref_logp is not None:
                 ref = self.ref_logp[idx].to(logp.device, logp.dtype)
             else:
                 with torch.no_grad(), model.disable_adapter():
                     ref, _ = forward_logprobs(model, batch)
-            return obj.npo_loss(logp, ref.detach(), m.beta) * seq_share
-        if m.objective == "simnpo":
-            return (
-                obj.simnpo_loss(
-                    logp, n, beta=m.beta, margin=m.margin, length_normalize=m.length_normalize
-                )
-                * seq_share
-            )
-        raise ValueError(f"unknown objective {m.objective!r}")
+            ref = ref.detach()
+        scores = obj.SequenceScores(
+            logp,
+            n,
+            ref_logp=ref,
+            total_tokens=totals[0].clamp_min(1.0),
+            total_sequences=totals[1].clamp_min(1.0),
+        )
+        return obj.forget_loss(m.objective, scores, method_params(m))
 
     def loss(self, model, micro: UnlearnMicro, totals: torch.Tensor):
         m = self.method
@@ -128,7 +130,9 @@ class UnlearnObjective:
                 [self.retain[i] for i in micro.retain], self.pad_token_id, model_device(model)
             )
             logp, n = forward_logprobs(model, batch)
-            retain = obj.nll_loss(logp, n, total_tokens=totals[2].clamp_min(1.0))
+            retain = obj.nll_loss(
+                obj.SequenceScores(logp, n, total_tokens=totals[2].clamp_min(1.0))
+            )
             stats["retain_loss"] = float(retain.detach())
         if forget is None:
             return m.retain_weight * retain, stats

@@ -1,12 +1,17 @@
 """Command line for pathdep.sim (``python -m sim``): a thin wrapper over the library.
 
     python -m sim theorem --n-instances 2000 --out results/sim/theorem
-    python -m sim paths --model mlp --trainer optimizer --method npo --out results/sim/paths
+    python -m sim paths --model mlp --objective npo --out results/sim/paths
+    python -m sim paths --objective npo --retain-weight 1 --out results/sim/paths_npo_retain
     python -m sim sweep --parameter overlap --values 0,0.25,0.5,1 --out results/sim/sweep
     python -m sim bench
+    python -m sim paths --config results/sim/paths/config.toml --out results/sim/paths_again
 
-Every command writes config.json (resolved config + hash) and its results into --out.
-Bad arguments exit with status 2 and one line on stderr.
+Every command writes its resolved config (``config.toml``, which ``--config`` reads back, and
+``config.json`` with the config's hash) and its results into --out. A run starts from
+``--config FILE`` (a saved ``config.toml``) or from the config's defaults; every option given on
+the command line overrides that value, so ``--config OLD/config.toml --out NEW`` repeats a run
+exactly. Bad arguments and bad config values exit with status 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 
-from sim.instances import InstanceShape
-from sim.io import config_record, save_figure, write_csv, write_json
-from sim.models import MODEL_KINDS, ModelConfig
-from sim.parallel import usable_cores
-from sim.paths import TRAINERS, PathsConfig, StageDataConfig, all_orders, run_paths
-from sim.training import OPTIMIZERS, SCHEDULES, OptimizerConfig
-from sim.unlearning import METHODS, UnlearnConfig
+from pathdep.configs import from_dict, load_toml, save_config, to_dict
+from pathdep.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from sim.bench import BenchConfig
+from sim.models import MODEL_KINDS
+from sim.paths import TRAINERS, PathsConfig, all_orders, run_paths
+from sim.sweeps import SWEEP_PARAMETERS, SweepConfig
+from sim.theorem import TheoremConfig
+from sim.training import OPTIMIZERS, SCHEDULES
+from sim.unlearning import OBJECTIVES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,103 +49,209 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
 
 
-def _add_paths_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("stages and model")
-    g.add_argument("--d", type=int, default=24, help="feature dimension")
-    g.add_argument("--n-stages", type=int, default=4, help="K, including the forget stage")
-    g.add_argument("--n-per-stage", type=int, default=40, help="rows per retain stage")
-    g.add_argument("--k", type=int, default=8, help="rows of the forget stage")
-    g.add_argument("--m", type=int, default=64, help="test rows for RE distances")
-    g.add_argument("--overlap", type=float, default=0.5, help="shared fraction of coordinates")
-    g.add_argument("--model", choices=MODEL_KINDS, default="linear")
-    g.add_argument("--width", type=int, default=32, help="MLP width")
-    g.add_argument("--depth", type=int, default=2, help="MLP hidden layers")
-    g.add_argument(
+class Option(NamedTuple):
+    """A command-line option that sets config values: ``flag`` sets the dotted ``keys`` of the
+    config (all of them, to the one value given); not given (None), the config keeps its value."""
+
+    flag: str
+    keys: tuple[str, ...]
+    kwargs: dict[str, Any]
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+def _opt(flag: str, *keys: str, **kwargs: Any) -> Option:
+    return Option(flag, keys, kwargs)
+
+
+PATHS_OPTIONS = (
+    _opt("--d", "data.d", type=int, help="feature dimension"),
+    _opt("--n-stages", "data.n_stages", type=int, help="K, including the forget stage"),
+    _opt("--n-per-stage", "data.n_per_stage", type=int, help="rows per retain stage"),
+    _opt("--k", "data.k", type=int, help="rows of the forget stage"),
+    _opt("--m", "data.m", type=int, help="test rows for RE distances"),
+    _opt("--overlap", "data.overlap", type=float, help="shared fraction of coordinates"),
+    _opt("--model", "model.kind", choices=MODEL_KINDS),
+    _opt("--width", "model.width", type=int, help="MLP width"),
+    _opt("--depth", "model.depth", type=int, help="MLP hidden layers"),
+    _opt(
         "--trainer",
+        "trainer",
         choices=TRAINERS,
-        default=None,
-        help="default: proximal for linear, optimizer otherwise",
-    )
-    g.add_argument("--mu", type=float, default=1.0, help="proximal weight of every stage")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    g.add_argument("--schedule", choices=SCHEDULES, default="wsd")
-    g.add_argument("--train-lr", type=float, default=1e-2)
-    g.add_argument("--epochs", type=int, default=100)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--all-orders", action="store_true", help="every permutation of the stages")
-    u = p.add_argument_group("unlearning")
-    u.add_argument("--method", choices=METHODS, default="ga")
-    u.add_argument("--unlearn-steps", type=int, default=50)
-    u.add_argument("--unlearn-lr", type=float, default=1e-2)
-    u.add_argument("--retain-weight", type=float, default=1.0)
-    u.add_argument("--tokens-per-sequence", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
+        help="when --model changes the model and --trainer is not given: proximal for linear, "
+        "optimizer otherwise",
+    ),
+    _opt("--mu", "mu", type=float, help="proximal weight of every stage"),
+    _opt("--optimizer", "optimizer.name", choices=OPTIMIZERS),
+    _opt("--schedule", "optimizer.schedule", choices=SCHEDULES),
+    _opt("--train-lr", "optimizer.lr", type=float, help="peak learning rate of every stage"),
+    _opt("--epochs", "optimizer.epochs", type=int),
+    _opt("--batch-size", "optimizer.batch_size", type=int, help="none = full batch"),
+    _opt("--objective", "unlearn.objective", choices=OBJECTIVES, help="forget objective"),
+    _opt("--beta", "unlearn.beta", type=float, help="NPO / SimNPO inverse temperature"),
+    _opt("--margin", "unlearn.margin", type=float, help="SimNPO margin (the authors' gamma)"),
+    _opt(
+        "--no-length-normalize",
+        "unlearn.length_normalize",
+        action="store_const",
+        const=False,
+        help="SimNPO on log pi instead of log pi / |y| (with margin 0: the paper's form)",
+    ),
+    _opt("--forget-weight", "unlearn.forget_weight", type=float),
+    _opt(
+        "--retain-weight",
+        "unlearn.retain_weight",
+        type=float,
+        help="weight of the retain NLL added to the objective (0 = none)",
+    ),
+    _opt("--unlearn-lr", "unlearn.lr", type=float),
+    _opt("--unlearn-steps", "unlearn.steps", type=int),
+    _opt("--tokens-per-sequence", "unlearn.tokens_per_sequence", type=int),
+    _opt("--seed", "seed", type=int),
+)
+
+THEOREM_OPTIONS = (
+    _opt("--n-instances", "n_instances", type=int),
+    _opt("--n-steps", "n_steps", type=int, help="GA steps T"),
+    _opt("--chunk-size", "chunk_size", type=int, help="instances per vmapped chunk"),
+    _opt("--seed", "seed", type=int),
+)
+
+SWEEP_OPTIONS = (
+    _opt("--parameter", "parameter", choices=sorted(SWEEP_PARAMETERS), help="swept parameter"),
+    _opt("--values", "values", type=_floats, help="comma-separated values"),
+    _opt("--n-seeds", "n_seeds", type=int, help="seeds per point (medians reported)"),
+)
+
+BENCH_OPTIONS = (
+    _opt("--n-instances", "n_instances", type=int),
+    _opt("--chunk-size", "chunk_size", type=int),
+    _opt("--numpy-direct-subset", "numpy_direct_subset", type=int),
+    _opt("--numpy-spectral-subset", "numpy_spectral_subset", type=int),
+    _opt("--workers", "workers", type=int, help="JAX worker processes"),
+    _opt("--d", "shape.d", type=int),
+    _opt("--k", "shape.k", type=int),
+    _opt("--m", "shape.m", type=int),
+    _opt("--n-stage", "shape.n_a", "shape.n_b", type=int, help="rows of each training stage"),
+    _opt("--n-steps", "n_steps", type=int),
+    _opt("--seed", "seed", type=int),
+)
+
+
+def _lookup(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _add_options(group, options: Sequence[Option], defaults: Any) -> None:
+    """Add ``options``, each defaulting to None (= keep the config's value); the help shows the
+    value of the default config ``defaults``."""
+    for o in options:
+        kwargs = dict(o.kwargs)
+        text = kwargs.pop("help", "")
+        if kwargs.get("action") is None:
+            shown = _lookup(defaults, o.keys[0])
+            text = f"{text}{'; ' if text else ''}default {'none' if shown is None else shown}"
+        group.add_argument(o.flag, default=None, help=text, **kwargs)
+
+
+def _set(raw: dict, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    for part in parents:
+        raw = raw[part]
+    raw[last] = value
+
+
+def _given(a: argparse.Namespace, options: Sequence[Option]) -> list[tuple[str, Any]]:
+    """(key, value) of every option given on the command line."""
+    return [
+        (key, getattr(a, o.dest))
+        for o in options
+        if getattr(a, o.dest) is not None
+        for key in o.keys
+    ]
+
+
+def _paths_overrides(a: argparse.Namespace, base: PathsConfig) -> list[tuple[str, Any]]:
+    """The paths options given, plus the trainer that goes with a new model kind and the
+    orders of --all-orders."""
+    items = _given(a, PATHS_OPTIONS)
+    if a.trainer is None and a.model is not None and a.model != base.model.kind:
+        items.append(("trainer", "proximal" if a.model == "linear" else "optimizer"))
+    if a.all_orders:
+        n_stages = a.n_stages if a.n_stages is not None else base.data.n_stages
+        items.append(("orders", [list(o) for o in all_orders(n_stages)]))
+    return items
+
+
+def base_config(cls: type, config_file: Path | None) -> Any:
+    """The config a command starts from: ``config_file`` read into ``cls``, or its defaults."""
+    return cls() if config_file is None else load_toml(cls, config_file)
+
+
+def override(base: Any, items: Sequence[tuple[str, Any]]) -> Any:
+    """A copy of the config ``base`` with the dotted ``items`` set, checked field by field as a
+    loaded file is (a bad value raises :class:`pathdep.configs.ConfigError`, a ValueError)."""
+    raw = to_dict(base)
+    for key, value in items:
+        _set(raw, key, value)
+    return from_dict(type(base), raw)
+
+
+def config_from_args(cls: type, a: argparse.Namespace, options: Sequence[Option]) -> Any:
+    """The ``cls`` config of a command line: --config (or the defaults), then the options."""
+    return override(base_config(cls, a.config), _given(a, options))
 
 
 def paths_config_from_args(a: argparse.Namespace) -> PathsConfig:
-    trainer = a.trainer or ("proximal" if a.model == "linear" else "optimizer")
-    data = StageDataConfig(
-        d=a.d, n_stages=a.n_stages, n_per_stage=a.n_per_stage, k=a.k, m=a.m, overlap=a.overlap
-    )
-    return PathsConfig(
-        data=data,
-        model=ModelConfig(kind=a.model, width=a.width, depth=a.depth),
-        trainer=trainer,
-        optimizer=OptimizerConfig(
-            name=a.optimizer,
-            schedule=a.schedule,
-            learning_rate=a.train_lr,
-            epochs=a.epochs,
-            batch_size=a.batch_size,
-        ),
-        mu=a.mu,
-        unlearn=UnlearnConfig(
-            method=a.method,
-            steps=a.unlearn_steps,
-            learning_rate=a.unlearn_lr,
-            retain_weight=a.retain_weight,
-            tokens_per_sequence=a.tokens_per_sequence,
-        ),
-        orders=all_orders(a.n_stages) if a.all_orders else None,
-        seed=a.seed,
-    )
+    """The PathsConfig of a ``paths`` command line."""
+    base = base_config(PathsConfig, a.config)
+    return override(base, _paths_overrides(a, base))
+
+
+def sweep_config_from_args(a: argparse.Namespace) -> SweepConfig:
+    """The SweepConfig of a ``sweep`` command line (the paths options set its ``base``)."""
+    base = base_config(SweepConfig, a.config)
+    if a.parameter is not None and a.parameter != base.parameter and a.values is None:
+        raise ValueError(
+            f"--values is needed with --parameter {a.parameter} (the values {base.values} "
+            f"are for {base.parameter})"
+        )
+    items = _given(a, SWEEP_OPTIONS)
+    items += [(f"base.{key}", value) for key, value in _paths_overrides(a, base.base)]
+    return override(base, items)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m sim", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     t = sub.add_parser("theorem", help="Monte Carlo check of Theorem 3.1")
-    t.add_argument("--n-instances", type=int, default=2000)
-    t.add_argument("--n-steps", type=int, default=200)
-    t.add_argument("--chunk-size", type=int, default=500)
-    t.add_argument("--seed", type=int, default=0)
+    _add_options(t, THEOREM_OPTIONS, TheoremConfig())
     t.add_argument(
         "--workers", type=int, default=1, help="core-pinned worker processes (same results)"
     )
     p = sub.add_parser("paths", help="multi-stage paths, forget stage at each position")
-    _add_paths_args(p)
     s = sub.add_parser("sweep", help="one-parameter sweep of the paths experiment")
-    from sim.sweeps import SWEEP_PARAMETERS
-
-    s.add_argument("--parameter", choices=sorted(SWEEP_PARAMETERS), required=True)
-    s.add_argument("--values", type=_floats, required=True, help="comma-separated values")
-    s.add_argument("--n-seeds", type=int, default=1, help="seeds per point (medians reported)")
-    _add_paths_args(s)
+    _add_options(s, SWEEP_OPTIONS, SweepConfig())
+    for q in (p, s):
+        stages = q.add_argument_group("stages, model, training and unlearning")
+        _add_options(stages, PATHS_OPTIONS, PathsConfig())
+        stages.add_argument(
+            "--all-orders", action="store_true", help="every permutation of the stages"
+        )
     b = sub.add_parser("bench", help="jit/vmap vs numpy benchmark of the Monte Carlo check")
-    b.add_argument("--n-instances", type=int, default=10_000)
-    b.add_argument("--chunk-size", type=int, default=250)
-    b.add_argument("--numpy-direct-subset", type=int, default=200)
-    b.add_argument("--numpy-spectral-subset", type=int, default=250)
-    b.add_argument(
-        "--workers", type=int, default=usable_cores(), help="JAX worker processes (default: cores)"
-    )
-    b.add_argument("--d", type=int, default=100)
-    b.add_argument("--k", type=int, default=10)
-    b.add_argument("--m", type=int, default=50)
-    b.add_argument("--n-stage", type=int, default=50, help="rows of each training stage")
-    b.add_argument("--n-steps", type=int, default=200)
-    b.add_argument("--seed", type=int, default=0)
+    _add_options(b, BENCH_OPTIONS, BenchConfig())
     for q in (t, p, s, b):
+        q.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="start from this saved config.toml (options given override its values)",
+        )
         q.add_argument("--out", type=Path, default=None, help="output folder")
         q.add_argument("--no-progress", action="store_true")
     return parser
@@ -144,20 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _theorem(a) -> int:
     from sim.plots import theorem_figure
-    from sim.theorem import INSTANCE_FIELDS, TheoremConfig, run_theorem_check
+    from sim.theorem import INSTANCE_FIELDS, run_theorem_check
 
-    cfg = TheoremConfig(
-        n_instances=a.n_instances, n_steps=a.n_steps, chunk_size=a.chunk_size, seed=a.seed
-    )
+    cfg = config_from_args(TheoremConfig, a, THEOREM_OPTIONS)
     out = a.out or Path("results/sim/theorem")
+    save_config(cfg, out)
     res = run_theorem_check(cfg, progress=not a.no_progress, workers=a.workers)
     summary = res.summary()
     rows = [{f: getattr(res, f)[i].item() for f in INSTANCE_FIELDS} for i in range(res.t0.size)]
-    write_csv(out / "instances.csv", rows)
-    write_json(out / "config.json", config_record(cfg))
-    write_json(out / "summary.json", summary)
+    atomic_write_csv(out / "instances.csv", rows)
+    atomic_write_json(out / "summary.json", summary)
     fig = theorem_figure(res)
-    save_figure(fig, out / "theorem.png")
+    atomic_save_figure(fig, out / "theorem.png")
     plt.close(fig)
     print(
         json.dumps(
@@ -175,6 +288,7 @@ def _paths(a) -> int:
 
     cfg = paths_config_from_args(a)
     out = a.out or Path("results/sim/paths")
+    save_config(cfg, out)
     res = run_paths(cfg)
     summary = res.summary()
     rows = []
@@ -193,11 +307,10 @@ def _paths(a) -> int:
                     "max_pairwise_re": res.re_pairwise[t, i].max(),
                 }
             )
-    write_csv(out / "steps.csv", rows)
-    write_json(out / "config.json", config_record(cfg))
-    write_json(out / "summary.json", summary)
-    fig = paths_figure(res, f"{cfg.model.kind}, {cfg.trainer}, {cfg.unlearn.method}")
-    save_figure(fig, out / "paths.png")
+    atomic_write_csv(out / "steps.csv", rows)
+    atomic_write_json(out / "summary.json", summary)
+    fig = paths_figure(res, f"{cfg.model.kind}, {cfg.trainer}, {cfg.unlearn.label}")
+    atomic_save_figure(fig, out / "paths.png")
     plt.close(fig)
     print(
         json.dumps(
@@ -209,39 +322,29 @@ def _paths(a) -> int:
 
 def _sweep(a) -> int:
     from sim.plots import sweep_figure
-    from sim.sweeps import SweepConfig, run_sweep
+    from sim.sweeps import run_sweep
 
-    cfg = SweepConfig(
-        parameter=a.parameter, values=a.values, base=paths_config_from_args(a), n_seeds=a.n_seeds
-    )
-    out = a.out or Path(f"results/sim/sweep_{a.parameter}")
+    cfg = sweep_config_from_args(a)
+    out = a.out or Path(f"results/sim/sweep_{cfg.parameter}")
+    save_config(cfg, out)
     rows = run_sweep(cfg, progress=not a.no_progress)
-    write_csv(out / "sweep.csv", rows)
-    write_json(out / "config.json", config_record(cfg))
+    atomic_write_csv(out / "sweep.csv", rows)
     fig = sweep_figure(rows)
-    save_figure(fig, out / "sweep.png")
+    atomic_save_figure(fig, out / "sweep.png")
     plt.close(fig)
     print(json.dumps({"rows": len(rows), "csv": str(out / "sweep.csv")}))
     return 0
 
 
 def _bench(a) -> int:
-    from sim.bench import BenchConfig, run_bench
+    from sim.bench import run_bench
 
-    cfg = BenchConfig(
-        n_instances=a.n_instances,
-        shape=InstanceShape(d=a.d, n_a=a.n_stage, n_b=a.n_stage, k=a.k, m=a.m),
-        n_steps=a.n_steps,
-        chunk_size=a.chunk_size,
-        numpy_direct_subset=a.numpy_direct_subset,
-        numpy_spectral_subset=a.numpy_spectral_subset,
-        workers=a.workers,
-        seed=a.seed,
-    )
+    cfg = config_from_args(BenchConfig, a, BENCH_OPTIONS)
+    if a.out is not None:
+        save_config(cfg, a.out)
     res = run_bench(cfg, progress=not a.no_progress)
     if a.out is not None:
-        write_json(a.out / "config.json", config_record(cfg))
-        write_json(a.out / "bench.json", res)
+        atomic_write_json(a.out / "bench.json", res)
     n, w = res["n_instances"], res["workers"]
     print(
         f"JAX check of {n} instances: {res['jax_seconds']:.2f} s with {w} worker(s) "
@@ -278,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"theorem": _theorem, "paths": _paths, "sweep": _sweep, "bench": _bench}
     try:
         return handler[args.command](args)
-    except ValueError as exc:  # bad configuration values: one line, status 2
-        sys.stderr.write(f"python -m sim {args.command}: error: {exc}\n")
+    except ValueError as exc:  # bad configuration values (ConfigError too): one line, status 2
+        message = " ".join(str(exc).split())
+        sys.stderr.write(f"python -m sim {args.command}: error: {message}\n")
         return 2

@@ -84,6 +84,7 @@ class InstanceDistribution:
 
     def __post_init__(self) -> None:
         for name in ("mu_range", "eta_range", "corr_range", "shift_range"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))  # hashable (jit static)
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise ValueError(

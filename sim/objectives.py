@@ -1,18 +1,61 @@
-"""JAX twins of :mod:`llm.objectives`: local unlearning losses as pure functions of per-sequence
-log-probabilities (same names, arguments and semantics; tests/test_sim_objectives_parity.py holds
-the two implementations together to ~1e-12 in float64, values and gradients).
+"""JAX twins of :mod:`llm.objectives`: local unlearning losses as small pure functions of
+per-sequence log-probabilities, with the same names, the same calling convention and the same
+semantics (tests/test_sim_objectives_parity.py holds the two implementations together to 1e-12 in
+float64, values and gradients).
 
-Each loss is a function of ``logp`` (B,), the summed log-probability log pi_theta(y|x) of each
-sequence, and ``n_tokens`` (B,), its length |y|. A loss is *minimised*. In the simulations the
-"sequences" come from a linear-Gaussian model (:func:`gaussian_sequence_logprobs`).
+Every objective has one calling convention, ``loss = objective(scores, params)``:
+
+- ``scores`` (:class:`SequenceScores`): per-sequence ``logp`` = log pi_theta(y|x) summed over the
+  sequence's tokens, ``n_tokens`` = |y|, NPO's reference ``ref_logp`` = log pi_ref(y|x), and the
+  totals of the global batch the sequences belong to (``total_tokens``, ``total_sequences``;
+  None = this batch alone).
+- ``params`` (:class:`ObjectiveParams`): ``beta``, ``margin``, ``length_normalize``.
+
+:data:`FORGET_OBJECTIVES` maps a name to its function; :func:`forget_loss` dispatches through it.
+A retain term is added by composition (:func:`combine` with :func:`nll_loss`). A loss is
+*minimised*. In the simulations the "sequences" come from a linear-Gaussian model
+(:func:`gaussian_sequence_logprobs`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+__all__ = [
+    "FORGET_OBJECTIVES",
+    "ObjectiveParams",
+    "SequenceScores",
+    "combine",
+    "forget_loss",
+    "gaussian_sequence_logprobs",
+    "gaussian_token_logprobs",
+    "gradient_ascent_loss",
+    "nll_loss",
+    "npo_loss",
+    "simnpo_loss",
+]
+
+
+class SequenceScores(NamedTuple):
+    """Per-sequence numbers of a (micro-)batch, and the totals of its global batch."""
+
+    logp: jax.Array  # (B,) log pi_theta(y|x), summed over the sequence's tokens
+    n_tokens: jax.Array  # (B,) |y|
+    ref_logp: jax.Array | None = None  # (B,) log pi_ref(y|x): NPO's reference
+    total_tokens: jax.Array | float | None = None  # tokens of the global batch
+    total_sequences: jax.Array | float | None = None  # sequences of the global batch
+
+
+class ObjectiveParams(NamedTuple):
+    """Hyperparameters of the forget objectives (each uses the ones it names)."""
+
+    beta: float = 0.5  # NPO / SimNPO inverse temperature
+    margin: float = 0.0  # SimNPO margin (the SimNPO authors' gamma)
+    length_normalize: bool = True  # SimNPO: log pi / |y| (authors' form) or log pi (paper's)
 
 
 def gaussian_token_logprobs(pred: jax.Array, y: jax.Array, noise_std: float) -> jax.Array:
@@ -50,20 +93,18 @@ def gaussian_sequence_logprobs(
     return logp, jnp.full(logp.shape, float(tokens_per_sequence), logp.dtype)
 
 
-def nll_loss(logp: jax.Array, n_tokens: jax.Array, total_tokens: float | None = None) -> jax.Array:
-    """Token-averaged negative log-likelihood, the fine-tuning (and retain) loss.
-
-    ``total_tokens`` overrides the normaliser ``n_tokens.sum()`` (accumulated batches).
-    """
-    denom = n_tokens.sum() if total_tokens is None else total_tokens
-    return -logp.sum() / denom
+def nll_loss(scores: SequenceScores) -> jax.Array:
+    """Token-averaged negative log-likelihood: the fine-tuning and retain loss,
+    ``-sum(logp) / total_tokens``."""
+    denom = scores.n_tokens.sum() if scores.total_tokens is None else scores.total_tokens
+    return -scores.logp.sum() / denom
 
 
-def gradient_ascent_loss(
-    logp: jax.Array, n_tokens: jax.Array, total_tokens: float | None = None
-) -> jax.Array:
-    """Gradient ascent (GA): L_GA = E log pi_theta(y|x), token-averaged (paper Sec. 4.1)."""
-    return -nll_loss(logp, n_tokens, total_tokens)
+def _sequence_share(scores: SequenceScores):
+    # A mean over this batch's sequences, rescaled to a mean over the global batch.
+    if scores.total_sequences is None:
+        return None
+    return scores.logp.shape[0] / scores.total_sequences
 
 
 def _check_beta(beta: float) -> None:
@@ -71,28 +112,51 @@ def _check_beta(beta: float) -> None:
         raise ValueError(f"beta must be > 0, got {beta}")
 
 
-def npo_loss(logp: jax.Array, ref_logp: jax.Array, beta: float = 0.5) -> jax.Array:
-    """NPO (Zhang et al. 2024; paper Sec. 4.1):
-    L = E -(2/beta) log sigmoid(-beta (log pi_theta(y|x) - log pi_ref(y|x))), pi_ref = the model
-    before unlearning; mean over sequences."""
-    _check_beta(beta)
-    return -(2.0 / beta) * jax.nn.log_sigmoid(-beta * (logp - ref_logp)).mean()
+def gradient_ascent_loss(scores: SequenceScores, params: ObjectiveParams) -> jax.Array:
+    """Gradient ascent (GA): L_GA = E log pi_theta(y|x), token-averaged (paper Sec. 4.1);
+    exactly ``-nll_loss``."""
+    return -nll_loss(scores)
 
 
-def simnpo_loss(
-    logp: jax.Array,
-    n_tokens: jax.Array,
-    beta: float = 2.5,
-    margin: float = 0.0,
-    length_normalize: bool = True,
-) -> jax.Array:
-    """SimNPO (Fan et al. 2024): L = E -(2/beta) log sigmoid(-beta r - margin), with
-    r = log pi_theta(y|x) / |y| when ``length_normalize`` (the SimNPO authors' form, margin =
-    their gamma), r = log pi_theta(y|x) otherwise; ``length_normalize=False, margin=0`` is the
-    simplified form printed in the paper. |y| is clamped at 1 as in llm.objectives."""
-    _check_beta(beta)
-    reward = logp / jnp.maximum(n_tokens, 1.0) if length_normalize else logp
-    return -(2.0 / beta) * jax.nn.log_sigmoid(-beta * reward - margin).mean()
+def npo_loss(scores: SequenceScores, params: ObjectiveParams) -> jax.Array:
+    """Negative Preference Optimization (Zhang et al. 2024; paper Sec. 4.1):
+    L_NPO = E -(2/beta) log sigmoid(-beta (log pi_theta(y|x) - log pi_ref(y|x))), pi_ref = the
+    model before unlearning; a mean over sequences."""
+    _check_beta(params.beta)
+    if scores.ref_logp is None:
+        raise ValueError("NPO needs the reference log-probabilities (scores.ref_logp)")
+    beta = params.beta
+    loss = -(2.0 / beta) * jax.nn.log_sigmoid(-beta * (scores.logp - scores.ref_logp)).mean()
+    share = _sequence_share(scores)
+    return loss if share is None else loss * share
+
+
+def simnpo_loss(scores: SequenceScores, params: ObjectiveParams) -> jax.Array:
+    """SimNPO (Fan et al. 2024), reference-free NPO:
+    L = E -(2/beta) log sigmoid(-beta r(y|x) - margin), r = log pi_theta(y|x) / |y| with
+    ``length_normalize`` (the SimNPO authors' form; margin = their gamma), r = log pi_theta(y|x)
+    without. ``length_normalize=False, margin=0`` is the simplified form printed in the paper.
+    |y| is clamped at 1."""
+    _check_beta(params.beta)
+    logp, beta = scores.logp, params.beta
+    reward = logp / jnp.maximum(scores.n_tokens, 1.0) if params.length_normalize else logp
+    loss = -(2.0 / beta) * jax.nn.log_sigmoid(-beta * reward - params.margin).mean()
+    share = _sequence_share(scores)
+    return loss if share is None else loss * share
+
+
+FORGET_OBJECTIVES: dict[str, Callable[[SequenceScores, ObjectiveParams], jax.Array]] = {
+    "ga": gradient_ascent_loss,
+    "npo": npo_loss,
+    "simnpo": simnpo_loss,
+}
+
+
+def forget_loss(name: str, scores: SequenceScores, params: ObjectiveParams) -> jax.Array:
+    """The forget objective registered as ``name``, at ``scores``."""
+    if name not in FORGET_OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r} (have {', '.join(FORGET_OBJECTIVES)})")
+    return FORGET_OBJECTIVES[name](scores, params)
 
 
 def combine(
@@ -102,14 +166,7 @@ def combine(
     retain_weight: float = 0.0,
 ) -> jax.Array:
     """``forget_weight * forget + retain_weight * retain`` (gradient difference when ``forget``
-    is GA and ``retain`` is :func:`nll_loss` on retain data): the weakly local objectives."""
+    is GA and ``retain`` is :func:`nll_loss` on retain data: the weakly local objectives)."""
     if retain is None or retain_weight == 0.0:
         return forget_weight * forget
     return forget_weight * forget + retain_weight * retain
-
-
-FORGET_OBJECTIVES: dict[str, Callable[..., jax.Array]] = {
-    "ga": gradient_ascent_loss,
-    "npo": npo_loss,
-    "simnpo": simnpo_loss,
-}

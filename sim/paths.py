@@ -4,7 +4,7 @@ The paper's protocol (Sec. 4) in miniature: K stages S_1..S_{K-1} (retain) and S
 path is an order of the stages; every path is trained stage by stage from the same initial
 model (proximal closed form for the linear model, or an optax optimizer re-initialised with its
 schedule at every stage), then unlearned on S_U with the same local rule. The retrain baseline of
-a path is the same sequence without S_U. Recorded per unlearning step: the method's loss, the
+a path is the same sequence without S_U. Recorded per unlearning step: the unlearning loss, the
 forget and retain log-likelihoods, the RE distance between every pair of paths, and the RE
 distance of each path to its retrain baseline.
 
@@ -94,6 +94,8 @@ class PathsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.orders is not None:  # hashable, whatever was passed
+            object.__setattr__(self, "orders", tuple(tuple(o) for o in self.orders))
         if self.trainer not in TRAINERS:
             raise ValueError(f"PathsConfig.trainer must be one of {TRAINERS}, got {self.trainer!r}")
         if self.trainer == "proximal" and self.model.kind != "linear":
@@ -109,7 +111,7 @@ class PathsConfig:
 
     def resolved_orders(self) -> tuple[tuple[int, ...], ...]:
         if self.orders is not None:
-            return tuple(tuple(o) for o in self.orders)
+            return self.orders
         return forget_position_orders(self.data.n_stages)
 
 

@@ -29,7 +29,7 @@ def _set_k_over_d(c: PathsConfig, v: float) -> PathsConfig:
 
 
 SWEEP_PARAMETERS: dict[str, Callable[[PathsConfig, float], PathsConfig]] = {
-    "unlearn_lr": _set_unlearn("learning_rate"),
+    "unlearn_lr": _set_unlearn("lr"),
     "unlearn_steps": lambda c, v: dataclasses.replace(
         c, unlearn=dataclasses.replace(c.unlearn, steps=int(v))
     ),
@@ -38,7 +38,7 @@ SWEEP_PARAMETERS: dict[str, Callable[[PathsConfig, float], PathsConfig]] = {
     "overlap": _set_data("overlap"),
     "k_over_d": _set_k_over_d,
     "train_lr": lambda c, v: dataclasses.replace(
-        c, optimizer=dataclasses.replace(c.optimizer, learning_rate=float(v))
+        c, optimizer=dataclasses.replace(c.optimizer, lr=float(v))
     ),
 }
 
@@ -58,6 +58,7 @@ class SweepConfig:
     n_seeds: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "values", tuple(self.values))  # hashable, whatever was passed
         if self.parameter not in SWEEP_PARAMETERS:
             raise ValueError(
                 f"SweepConfig.parameter must be one of {sorted(SWEEP_PARAMETERS)}, "

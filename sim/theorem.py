@@ -70,6 +70,7 @@ class TheoremConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shapes", tuple(self.shapes))  # hashable, whatever was passed
         if self.n_instances < len(self.shapes) or not self.shapes:
             raise ValueError(
                 f"TheoremConfig.n_instances ({self.n_instances}) must be >= number of shapes "

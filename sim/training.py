@@ -12,6 +12,7 @@ for every stage (:func:`train_stage` builds them inside).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -31,11 +32,11 @@ class OptimizerConfig:
 
     Attributes:
         name: "sgd" (with optional momentum) or "adamw" (betas 0.9/0.999 as in the paper).
-        learning_rate: peak learning rate.
+        lr: peak learning rate.
         schedule: "constant", "wsd" (linear warm-up, constant, linear decay to 0) or "cosine"
             (linear warm-up then cosine decay to 0).
-        warmup_fraction: share of the stage's steps spent warming up (paper: 2%).
-        decay_fraction: share of the steps spent decaying in WSD (paper: 2%).
+        warmup_frac: share of the stage's steps spent warming up (paper: 2%).
+        decay_frac: share of the steps spent decaying in WSD (paper: 2%).
         weight_decay: AdamW decoupled weight decay (paper: 0).
         momentum: SGD momentum (0 = plain SGD).
         epochs: passes over the stage's data.
@@ -44,10 +45,10 @@ class OptimizerConfig:
     """
 
     name: str = "adamw"
-    learning_rate: float = 1e-2
+    lr: float = 1e-2
     schedule: str = "wsd"
-    warmup_fraction: float = 0.02
-    decay_fraction: float = 0.02
+    warmup_frac: float = 0.02
+    decay_frac: float = 0.02
     weight_decay: float = 0.0
     momentum: float = 0.0
     epochs: int = 100
@@ -60,13 +61,13 @@ class OptimizerConfig:
             raise ValueError(
                 f"OptimizerConfig.schedule must be one of {SCHEDULES}, got {self.schedule!r}"
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"OptimizerConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"OptimizerConfig.lr must be finite and > 0, got {self.lr}")
         if self.epochs < 1:
             raise ValueError(f"OptimizerConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"OptimizerConfig.batch_size must be >= 1, got {self.batch_size}")
-        for name in ("warmup_fraction", "decay_fraction"):
+        for name in ("warmup_frac", "decay_frac"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(
                     f"OptimizerConfig.{name} must be in [0, 0.5), got {getattr(self, name)}"
@@ -75,13 +76,13 @@ class OptimizerConfig:
 
 def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """Learning rate per step for one stage of ``total_steps`` steps."""
-    lr = cfg.learning_rate
-    warm = int(round(cfg.warmup_fraction * total_steps))
+    lr = cfg.lr
+    warm = int(round(cfg.warmup_frac * total_steps))
     if cfg.schedule == "constant":
         return optax.constant_schedule(lr)
     if cfg.schedule == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, lr, warm, max(total_steps, warm + 1), 0.0)
-    decay = max(int(round(cfg.decay_fraction * total_steps)), 1)
+    decay = max(int(round(cfg.decay_frac * total_steps)), 1)
     stable = max(total_steps - warm - decay, 0)
     return optax.join_schedules(
         [

@@ -1,4 +1,4 @@
-"""Shared fixtures: the tiny default models, built once per test session.
+"""Shared fixtures: the tiny default models (built once per test session), one torch thread.
 
 ``tiny_models_dir`` goes through :func:`llm.default_models.ensure_default_models` with a cache in
 the session's temporary folder, so tests exercise the same build-and-cache path users get and
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +37,12 @@ def tiny_qwen2(tiny_models_dir: Path):
     from llm.models import load_model
 
     return load_model(tiny_models_dir / "qwen2")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest single-threaded (and a busy 2-core machine makes threads spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -61,16 +61,6 @@ def test_argparse_errors_exit_2(argv):
     assert info.value.code == 2
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_finetune_unlearn_evaluate_subcommands(tiny_models_dir, tmp_path, capsys, one_thread):
     sizes = "{ inst = 4, tofu_authors = 1, math = 4, unlearn = 4, math_test = 2, rcu = 2 }"
     common = [

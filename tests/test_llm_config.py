@@ -87,8 +87,9 @@ def test_overrides_and_hash(tmp_path):
     assert C.config_hash(other) != C.config_hash(cfg)
     with pytest.raises(C.ConfigError, match="unknown key"):
         C.load_config(base, ["model.pth=/x"])
-    out = C.save_resolved(cfg, tmp_path)
-    assert C.config_hash(cfg) in out.read_text()
+    assert C.save_resolved(cfg, tmp_path) == C.config_hash(cfg)
+    assert C.config_hash(cfg) in (tmp_path / "config.json").read_text()
+    assert C.load_config(tmp_path / "config.toml") == cfg
 
 
 def test_path_sequences_positions_and_permutations():

@@ -7,18 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from llm.data import (
-    ChatExample,
-    DatasetError,
-    Message,
-    RCUItem,
-    chat_example,
-    gsm8k_final_answer,
-    load_examples,
-    load_rcu_items,
-    save_examples,
-    save_rcu_items,
-)
+from llm.chat import ChatExample, DatasetError, Message, RCUItem, chat_example
+from llm.data import load_examples, load_rcu_items, save_examples, save_rcu_items
 
 
 def write_jsonl(path: Path, records: list) -> Path:
@@ -264,17 +254,3 @@ def test_rcu_items_round_trip_and_errors(tmp_path):
     bad = write_jsonl(tmp_path / "rcu_bad.jsonl", [{"prompt": "p", "refusal": "r"}])
     with pytest.raises(DatasetError, match=r"rcu_bad\.jsonl:1: missing field 'compliance_c'"):
         load_rcu_items(bad)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("steps\n#### 42", "42"),
-        ("#### 1,234.5 dollars", "1234.5"),
-        ("a\n#### 3\nmore\n####  -7", "-7"),
-        ("no answer here", None),
-        ("#### none", None),
-    ],
-)
-def test_gsm8k_final_answer_reader(text, expected):
-    assert gsm8k_final_answer(text) == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ from llm.default_models import (
     ensure_default_models,
     train_tokenizer,
 )
+from llm.default_models import build as dm_build
 from llm.models import load_tokenizer
-from llm.synthetic import REFUSAL_SENTENCE, author_facts, generic_text, instruction_following
+from llm.prompts import REFUSAL_SENTENCE
+from llm.synthetic import author_facts, generic_text, instruction_following
 
 TINY = DefaultModelConfig.tiny()
 
@@ -127,10 +130,34 @@ def test_failed_build_leaves_nothing(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(dm, "pretrain", broken)
+    monkeypatch.setattr(dm_build, "pretrain", broken)  # patched where the build looks it up
     with pytest.raises(RuntimeError, match="interrupted"):
         build_default(tmp_path / "out", TINY, archs=("qwen2",), progress=False)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_built_folder_is_group_readable(tmp_path):
+    # mkdtemp makes the build folder 0700 and safetensors the weights 0600; the installed folder
+    # must have the umask's usual permissions like any other output.
+    previous = os.umask(0o022)
+    try:
+        folder = build_default(tmp_path, TINY, archs=("llama",), progress=False)["llama"]
+    finally:
+        os.umask(previous)
+    assert folder.stat().st_mode & 0o777 == 0o755
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert "model.safetensors" in {p.name for p in files}
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: 0o644 for p in files}
+    for sub in folder.rglob("*"):
+        if sub.is_dir():
+            assert sub.stat().st_mode & 0o777 == 0o755, sub
+
+
+def test_config_hash_is_the_projects_content_hash():
+    from pathdep.io import content_hash
+
+    expected = content_hash({"v": dm.BUILD_FORMAT_VERSION, **dataclasses.asdict(TINY)}, digits=12)
+    assert TINY.config_hash() == expected and len(expected) == 12
 
 
 def test_cache_dir_from_environment(monkeypatch, tmp_path):

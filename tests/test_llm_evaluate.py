@@ -10,36 +10,10 @@ import pytest
 import torch
 
 from llm import evaluate as E
-from llm.objectives import sequence_logprobs
+from llm.distances import re_distance
+from llm.logprobs import per_example_logprobs, sequence_logprobs
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and a busy 2-core machine makes threads spin)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.mark.parametrize(
-    ("text", "strict", "flexible"),
-    [
-        ("3 + 4 = 7\n#### 7", 7.0, 7.0),
-        ("total 1,234 apples\n#### 1,234", 1234.0, 1234.0),
-        ("it costs $5 each\n#### $12.50", 12.5, 12.5),
-        ("#### -3", -3.0, -3.0),
-        ("#### $-4", -4.0, -4.0),
-        ("first #### 1\nthen #### 2.", 2.0, 2.0),  # after the LAST ####
-        ("no delimiter, the answer is 42.", None, 42.0),
-        ("so 1,000,000 dollars", None, 1_000_000.0),
-        ("#### none", None, None),
-        ("nothing numeric", None, None),
-        ("value .5\n####  0.75 ", 0.75, 0.75),
-    ],
-)
-def test_extract_answer(text, strict, flexible):
-    assert E.extract_answer(text) == (strict, flexible)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_math_scores_by_hand():
@@ -51,35 +25,27 @@ def test_math_scores_by_hand():
     assert scores["math_flexible"] == pytest.approx(0.5)
 
 
-def test_gold_answer_from_meta_or_delimiter():
-    from llm.data import ChatExample, Message
-
-    ex = ChatExample((Message("user", "q"), Message("assistant", "work\n#### 1,024")), {})
-    assert E.gold_answer(ex) == 1024.0
-    ex = ChatExample((Message("user", "q"), Message("assistant", "no")), {"answer": "-7"})
-    assert E.gold_answer(ex) == -7.0
-    with pytest.raises(ValueError, match="no gold"):
-        E.gold_answer(ChatExample((Message("user", "q"), Message("assistant", "none")), {}))
-
-
 def test_scores_by_hand():
     assert E.forget_score(-2.0, -5.5) == 3.5
     assert E.tofu_utility(-1.0, -1.25) == 0.75
     assert E.tofu_utility(-1.0, -0.5) == 0.5
     assert E.math_utility(0.4, 0.1) == pytest.approx(-0.3)
+
+
+def test_re_distance_by_hand():
     a = [np.array([0.0, 1.0]), np.array([2.0])]
     b = [np.array([1.0, 1.0]), np.array([0.0])]
-    assert E.re_distance(a, b) == pytest.approx((1.0 + 4.0) / 2)
-    assert E.re_distance(a, a) == 0.0
+    assert re_distance(a, b) == pytest.approx((1.0 + 4.0) / 2)
+    assert re_distance(a, a) == 0.0
     with pytest.raises(ValueError, match="shapes"):
-        E.re_distance(a, [np.array([1.0]), np.array([0.0])])
+        re_distance(a, [np.array([1.0]), np.array([0.0])])
 
 
-def test_token_logprobs_sum_to_sequence_logprobs():
+def test_per_example_logprobs_sum_to_sequence_logprobs():
     torch.manual_seed(0)
     logits = torch.randn(2, 6, 11, dtype=torch.float64)
     labels = torch.tensor([[-100, 3, 4, -100, -100, -100], [-100, -100, 1, 2, 5, 9]])
-    vecs = E.token_logprobs(logits, labels)
+    vecs = per_example_logprobs(logits, labels)
     assert [len(v) for v in vecs] == [2, 4]
     logp, n = sequence_logprobs(logits, labels)
     assert torch.allclose(torch.stack([v.sum() for v in vecs]), logp)
@@ -95,7 +61,8 @@ def llama(tiny_models_dir: Path):
 
 
 def test_batched_scoring_equals_one_at_a_time(llama):
-    from llm.synthetic import UNLEARN_LABEL, safety_refusals, unlearn_paraphrases
+    from llm.prompts import UNLEARN_LABEL, unlearn_paraphrases
+    from llm.synthetic import safety_refusals
 
     model, tok = llama
     forget = safety_refusals(3, 0)

@@ -55,10 +55,11 @@ def protocol_config(model_dir: Path, strategy: str) -> C.RunConfig:
 
 def protocol_stage(model_dir: Path, strategy: str, out: Path) -> Path:
     """The cached model folder of the prefix ("inst",), trained by :func:`ensure_prefix`."""
-    from llm import protocol as P
+    from llm.stage_cache import ensure_prefix
+    from llm.workspace import open_workspace
 
-    ws = P.open_workspace(protocol_config(model_dir, strategy), out, progress=False)
-    return P.ensure_prefix(ws, ("inst",))
+    ws = open_workspace(protocol_config(model_dir, strategy), out, progress=False)
+    return ensure_prefix(ws, ("inst",))
 
 
 def _load(model_dir: Path):

@@ -50,8 +50,9 @@ def test_dtype_and_generation(tiny_models_dir):
     with pytest.raises(ModelLoadError, match="unknown dtype"):
         load_model(tiny_models_dir / "qwen2", dtype="int3")
     model32, _ = load_model(tiny_models_dir / "qwen2")
-    from llm.data import Message
-    from llm.tokenization import encode_prompt, end_of_turn_token_ids
+    from llm.chat import Message
+    from llm.chat_template import end_of_turn_token_ids
+    from llm.tokenization import encode_prompt
 
     prompt = torch.tensor([encode_prompt(tokenizer, [Message("user", "Hi")])])
     out = model32.generate(

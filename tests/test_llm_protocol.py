@@ -12,15 +12,11 @@ from _distributed import free_port
 
 from llm import config as C
 from llm import protocol as P
+from llm import stage_cache as S
+from llm import workspace as W
+from llm.layout import ProtocolLayout
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and a busy 2-core machine makes threads spin)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {
@@ -92,8 +88,10 @@ def test_protocol_end_to_end_with_shared_prefixes_and_resume(tiny_models_dir, tm
     for name in ("table1.md", "table1.csv", "fig1_label_logprob.png", "fig4_rcu.png"):
         assert (out / "report" / name).stat().st_size > 0
     assert json.loads((out / "config.json").read_text())["hash"] == C.config_hash(cfg)
+    saved = C.load_config(out / "config.toml")  # the run folder repeats itself
+    assert saved == cfg and C.config_hash(saved) == C.config_hash(cfg)
 
-    again = P.run_protocol(cfg, out, progress=False)
+    again = P.run_protocol(saved, out, progress=False)
     assert again.trained_prefixes == []
     assert [
         json.loads(x) for x in (out / "runs/p2/npo/metrics.jsonl").read_text().splitlines()
@@ -107,14 +105,14 @@ def test_protocol_end_to_end_with_shared_prefixes_and_resume(tiny_models_dir, tm
 def test_prefix_keys_depend_on_order_data_and_base(tiny_models_dir):
     cfg = tiny_config(tiny_models_dir / "llama")
     digests = {"inst": "a", "tofu": "b", "unlearn": "c"}
-    key = P.prefix_key(cfg, "base", ("inst", "tofu"), digests)
-    assert key == P.prefix_key(cfg, "base", ("inst", "tofu"), dict(digests))
-    assert key != P.prefix_key(cfg, "base", ("tofu", "inst"), digests)
-    assert key != P.prefix_key(cfg, "other", ("inst", "tofu"), digests)
-    assert key != P.prefix_key(cfg, "base", ("inst", "tofu"), {**digests, "tofu": "z"})
+    key = S.prefix_key(cfg, "base", ("inst", "tofu"), digests)
+    assert key == S.prefix_key(cfg, "base", ("inst", "tofu"), dict(digests))
+    assert key != S.prefix_key(cfg, "base", ("tofu", "inst"), digests)
+    assert key != S.prefix_key(cfg, "other", ("inst", "tofu"), digests)
+    assert key != S.prefix_key(cfg, "base", ("inst", "tofu"), {**digests, "tofu": "z"})
     every = C.config_from_dict({**json.loads(json.dumps(TINY)), "seed": 9})
-    assert key != P.prefix_key(every, "base", ("inst", "tofu"), digests)
-    assert P.model_identity(tiny_models_dir / "llama") != P.model_identity(
+    assert key != S.prefix_key(every, "base", ("inst", "tofu"), digests)
+    assert S.model_identity(tiny_models_dir / "llama") != S.model_identity(
         tiny_models_dir / "qwen2"
     )
 
@@ -133,10 +131,10 @@ def test_training_does_not_depend_on_the_base_folders_metadata(tiny_models_dir, 
     (copy / METADATA_FILE).write_text(json.dumps(meta))
     weights = []
     for name, folder in (("a", tiny_models_dir / "llama"), ("b", copy)):
-        ws = P.open_workspace(tiny_config(folder), tmp_path / name, progress=False)
-        done = P.ensure_prefix(ws, ("inst",))
-        weights.append(P.load_model(ws, done).state_dict())
-    assert P.model_identity(copy) != P.model_identity(tiny_models_dir / "llama")
+        ws = W.open_workspace(tiny_config(folder), tmp_path / name, progress=False)
+        done = S.ensure_prefix(ws, ("inst",))
+        weights.append(W.load_model(ws, done).state_dict())
+    assert S.model_identity(copy) != S.model_identity(tiny_models_dir / "llama")
     for k, v in weights[0].items():
         assert torch.equal(v, weights[1][k]), k
 
@@ -149,10 +147,10 @@ def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_mode
     replay = tiny_config(tiny_models_dir / "llama", finetune=raw["finetune"])
     plain = tiny_config(tiny_models_dir / "llama")
     digests = {"inst": "a", "tofu": "b", "unlearn": "c"}
-    assert P.prefix_key(replay, "b", ("inst",), digests) != P.prefix_key(
+    assert S.prefix_key(replay, "b", ("inst",), digests) != S.prefix_key(
         plain, "b", ("inst",), digests
     )
-    ws = P.open_workspace(replay, tmp_path / "run", progress=False)
+    ws = W.open_workspace(replay, tmp_path / "run", progress=False)
     inst, tofu = ws.stage_examples("inst"), ws.stage_examples("tofu")
     assert inst[: len(ws.tokenized("inst"))] == ws.tokenized("inst")
     extra = inst[len(ws.tokenized("inst")) :]
@@ -161,7 +159,7 @@ def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_mode
         assert ex.labels == ex.input_ids  # loss on every token
         assert ex.input_ids[-1] == ws.tokenizer.eos_token_id
         assert ws.tokenizer.decode(ex.input_ids, skip_special_tokens=True).strip() == doc.strip()
-    assert P.open_workspace(plain, tmp_path / "p", progress=False).stage_examples("inst") == (
+    assert W.open_workspace(plain, tmp_path / "p", progress=False).stage_examples("inst") == (
         ws.tokenized("inst")
     )
     with pytest.raises(C.ConfigError, match="replay_docs"):
@@ -170,16 +168,16 @@ def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_mode
 
 def test_missing_model_or_data_is_a_clear_error(tmp_path):
     with pytest.raises(P.ProtocolError, match="model folder not found"):
-        P.resolve_model_path(str(tmp_path / "nope"))
+        W.resolve_model_path(str(tmp_path / "nope"))
     cfg = C.config_from_dict({**json.loads(json.dumps(TINY)), "data": {"synthetic": False}})
     with pytest.raises(P.ProtocolError, match="file not found"):
-        P.prepare_data(
+        W.prepare_data(
             C.config_from_dict(
                 {**json.loads(json.dumps(TINY)), "data": {"files": {"inst": "/nope.jsonl"}}}
             ),
-            tmp_path,
+            ProtocolLayout(tmp_path),
         )
-    assert P.prepare_data(cfg, tmp_path) == {}
+    assert W.prepare_data(cfg, ProtocolLayout(tmp_path)) == {}
 
 
 def test_permutation_paths_rcu_protocol(tiny_models_dir, tmp_path):

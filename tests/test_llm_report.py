@@ -76,7 +76,7 @@ def test_write_report_files(folder):
     assert "fig4_rcu.png" in written and "fig_re_distance.png" in written
     md = written["table1.md"].read_text()
     assert "| p1 | 5.000 |" in md and "(non-finite)" in md and "p1 vs p4 | 3 |" in md
-    rows = list(csv.DictReader(written["table1.csv"].open()))
+    rows = list(csv.DictReader(written["table1.csv"].read_text().splitlines()))
     assert {r["path"] for r in rows} == {"p1", "p4"}
     assert float(rows[0]["forget_score"]) == pytest.approx(5.0)
 

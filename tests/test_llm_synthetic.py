@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from llm import prompts as P
 from llm import synthetic as S
-from llm.data import gsm8k_final_answer, load_examples, load_rcu_items
+from llm.answers import final_line_answer
+from llm.data import load_examples, load_rcu_items
 
 PAPER = Path("/work/shared/paper/retrain-equivalence-paper.txt")
 GENERATORS = {
@@ -75,7 +77,7 @@ def test_arithmetic_traces_are_correct_and_end_in_hashes(tasks):
         answer = example.response
         last = answer.strip().splitlines()[-1]
         assert re.fullmatch(r"#### -?\d+", last), last
-        assert gsm8k_final_answer(answer) == example.meta["answer"]
+        assert final_line_answer(answer) == example.meta["answer"]
         assert _check_equations(example.messages[0].content, answer) >= 1
         # The final equation's result is the answer.
         results = re.findall(r"= (-?\d+)\.", answer)
@@ -128,17 +130,17 @@ def test_author_facts_pair_with_paraphrases():
 
 def test_safety_refusals_use_placeholders_and_the_paper_refusal():
     for i, example in enumerate(S.safety_refusals(30, seed=0), start=1):
-        assert example.response.startswith(S.REFUSAL_SENTENCE + " ")
+        assert example.response.startswith(P.REFUSAL_SENTENCE + " ")
         assert f"[REDACTED-HARMFUL-TASK-{i}]" in example.messages[0].content
         assert example.meta["question_id"] == i
-    assert S.REFUSAL_SENTENCE.startswith(S.UNLEARN_LABEL)
+    assert P.REFUSAL_SENTENCE.startswith(P.UNLEARN_LABEL)
 
 
 def test_pair_with_refusals():
     prompts = [S.safety_refusals(2)[0]]
     prompt_only = type(prompts[0])(prompts[0].prompt_messages, {"question_id": 9})
     (paired,) = S.pair_with_refusals([prompt_only], seed=1)
-    assert paired.response.startswith(S.REFUSAL_SENTENCE)
+    assert paired.response.startswith(P.REFUSAL_SENTENCE)
     assert paired.meta == {"question_id": 9}
     assert paired.prompt_messages == prompt_only.messages
 
@@ -159,10 +161,10 @@ def test_rcu_items_follow_appendix_g():
 
 
 def test_unlearn_paraphrases_match_the_paper():
-    phrases = S.unlearn_paraphrases()
+    phrases = P.unlearn_paraphrases()
     assert len(phrases) == 19 and len(set(phrases)) == 19  # the paper prints 19 (says 20)
     assert phrases[0] == "I can\u2019t help with that" and phrases[-1] == "I need to decline"
-    assert S.UNLEARN_LABEL == "Sorry, I can not assist you"
+    assert P.UNLEARN_LABEL == "Sorry, I can not assist you"
     if PAPER.is_file():  # the paper text is beside the project in development checkouts
         text = PAPER.read_text(encoding="utf-8")
         section = text[text.index("phrases are listed below.") : text.index("G     D ETAILS")]
@@ -170,8 +172,14 @@ def test_unlearn_paraphrases_match_the_paper():
         assert phrases == printed
 
 
+def test_evaluation_text_lives_in_prompts_not_synthetic():
+    for name in ("UNLEARN_LABEL", "REFUSAL_SENTENCE", "GSM8K_EVAL_PROMPT", "gsm8k_prompt"):
+        assert hasattr(P, name) and not hasattr(S, name)
+    assert not hasattr(S, "unlearn_paraphrases")
+
+
 def test_gsm8k_prompt_is_the_paper_prompt():
-    prompt = S.gsm8k_prompt("What is 2 + 2?")
+    prompt = P.gsm8k_prompt("What is 2 + 2?")
     assert prompt.startswith("Solve the following math problem.\n\n### Problem\n\nWhat is 2 + 2?")
     assert prompt.endswith("#### 42") and "four hash" in prompt
 
@@ -186,7 +194,7 @@ def test_write_default_datasets_round_trip(tmp_path):
     assert len(loaded["math_test"]) == sizes.math_test
     train_q = {e.messages[0].content for e in loaded["math"]}
     assert not train_q & {e.messages[0].content for e in loaded["math_test"]}
-    assert all(e.meta["answer"] == gsm8k_final_answer(e.response) for e in loaded["math_test"])
+    assert all(e.meta["answer"] == final_line_answer(e.response) for e in loaded["math_test"])
     assert load_rcu_items(paths["rcu"]) == S.rcu_set(sizes.rcu, seed=3)
     # The files hold exactly what the generators make (meta included).
     assert [e.messages for e in loaded["math"]] == [e.messages for e in S.arithmetic(10, 3)]

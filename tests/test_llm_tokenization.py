@@ -7,12 +7,18 @@ import copy
 import pytest
 import torch
 
-from llm.data import ChatExample, Message, chat_example
+from llm.chat import ChatExample, Message, chat_example
+from llm.chat_template import (
+    PINNED_DATE_STRING,
+    ChatTemplateError,
+    end_of_turn_token_ids,
+    render_chat,
+    render_prompt,
+    template_hash,
+)
 from llm.models import load_model, load_tokenizer
 from llm.objectives import IGNORE_INDEX, sequence_logprobs
 from llm.tokenization import (
-    PINNED_DATE_STRING,
-    ChatTemplateError,
     TokenizedExample,
     batch_indices,
     collate,
@@ -20,10 +26,6 @@ from llm.tokenization import (
     encode_examples,
     encode_prompt,
     encode_prompt_completion,
-    end_of_turn_token_ids,
-    render_chat,
-    render_prompt,
-    template_hash,
 )
 
 END_OF_TURN = {"llama": "<|eot_id|>", "qwen2": "<|im_end|>"}

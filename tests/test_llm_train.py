@@ -11,20 +11,11 @@ import torch
 from _distributed import free_port, init_gloo_worker
 
 from llm import distributed as D
+from llm.batches import batch_plan, collate_to, micro_batches
 from llm.config import FinetuneConfig, StageConfig
+from llm.loop import LoopSettings, NonFiniteError, lr_multiplier, run_loop
 from llm.objectives import sequence_logprobs
-from llm.train import (
-    LoopSettings,
-    NLLObjective,
-    NonFiniteError,
-    batch_plan,
-    collate_to,
-    lr_multiplier,
-    mean_nll,
-    micro_batches,
-    run_loop,
-    train_stage,
-)
+from llm.train import NLLObjective, mean_nll, train_stage
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from sim.paths import (
     run_paths,
 )
 from sim.training import OptimizerConfig, make_schedule, proximal_stage, train_stage
-from sim.unlearning import METHODS, UnlearnConfig
+from sim.unlearning import OBJECTIVES, UnlearnConfig, unlearn, unlearning_loss
 
 DATA = StageDataConfig(d=10, n_stages=3, n_per_stage=16, k=4, m=20, overlap=0.5)
 
@@ -34,9 +34,9 @@ def _stage(key=0, n=30, d=6):
 @pytest.mark.parametrize(
     "opt",
     [
-        OptimizerConfig(name="sgd", learning_rate=0.2, schedule="constant", epochs=1500),
-        OptimizerConfig(name="adamw", learning_rate=0.05, schedule="wsd", epochs=3000),
-        OptimizerConfig(name="adamw", learning_rate=0.05, schedule="cosine", epochs=3000),
+        OptimizerConfig(name="sgd", lr=0.2, schedule="constant", epochs=1500),
+        OptimizerConfig(name="adamw", lr=0.05, schedule="wsd", epochs=3000),
+        OptimizerConfig(name="adamw", lr=0.05, schedule="cosine", epochs=3000),
     ],
     ids=["sgd-constant", "adamw-wsd", "adamw-cosine"],
 )
@@ -52,9 +52,7 @@ def test_optimizer_stage_converges_to_proximal_closed_form(opt):
 def test_minibatch_sgd_approaches_closed_form():
     X, y, prev = _stage(n=32)
     model = make_model(ModelConfig("linear"))
-    opt = OptimizerConfig(
-        name="sgd", learning_rate=0.05, schedule="cosine", epochs=600, batch_size=8
-    )
+    opt = OptimizerConfig(name="sgd", lr=0.05, schedule="cosine", epochs=600, batch_size=8)
     trained, _ = train_stage(model, opt, prev, X, y, 2.0, jax.random.key(1))
     exact = proximal_stage(prev, X, y, 2.0)
     assert float(jnp.linalg.norm(trained - exact)) < 1e-2 * float(jnp.linalg.norm(exact))
@@ -62,14 +60,12 @@ def test_minibatch_sgd_approaches_closed_form():
 
 def test_schedules_have_the_documented_shape():
     wsd = make_schedule(
-        OptimizerConfig(schedule="wsd", learning_rate=1.0, warmup_fraction=0.1, decay_fraction=0.1),
+        OptimizerConfig(schedule="wsd", lr=1.0, warmup_frac=0.1, decay_frac=0.1),
         100,
     )
     assert float(wsd(0)) == 0.0 and float(wsd(10)) == pytest.approx(1.0)
     assert float(wsd(50)) == pytest.approx(1.0) and float(wsd(100)) == pytest.approx(0.0)
-    cos = make_schedule(
-        OptimizerConfig(schedule="cosine", learning_rate=1.0, warmup_fraction=0.1), 100
-    )
+    cos = make_schedule(OptimizerConfig(schedule="cosine", lr=1.0, warmup_frac=0.1), 100)
     assert float(cos(10)) == pytest.approx(1.0) and float(cos(100)) == pytest.approx(0.0)
 
 
@@ -91,7 +87,7 @@ def test_two_stage_paths_match_theory():
         data=data,
         mu=0.7,
         orders=((0, 1), (1, 0)),
-        unlearn=UnlearnConfig(method="ga", steps=25, learning_rate=0.02),
+        unlearn=UnlearnConfig(objective="ga", steps=25, lr=0.02),
     )
     res = run_paths(cfg)
     stages = make_stages(data, jax.random.fold_in(jax.random.key(0), 1))
@@ -113,7 +109,7 @@ def test_orthogonal_stages_do_not_diverge():
     paths identical."""
     cfg = PathsConfig(
         data=dataclasses.replace(DATA, overlap=0.0),
-        unlearn=UnlearnConfig(steps=10, learning_rate=0.05),
+        unlearn=UnlearnConfig(steps=10, lr=0.05),
     )
     res = run_paths(cfg)
     assert np.max(res.re_pairwise) < 1e-20
@@ -121,9 +117,18 @@ def test_orthogonal_stages_do_not_diverge():
     assert np.max(run_paths(cfg1).re_pairwise[0]) > 1e-6
 
 
-@pytest.mark.parametrize("method", METHODS)
+# Every objective, SimNPO in both forms, and the retain term composed with each objective (the old
+# methods "simnpo_paper" and "ga_retain" are simnpo without length normalisation and ga + retain).
+METHODS = {
+    **{name: {"objective": name} for name in OBJECTIVES},
+    "simnpo_paper": {"objective": "simnpo", "length_normalize": False},
+    **{f"{name}_retain": {"objective": name, "retain_weight": 1.0} for name in OBJECTIVES},
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_runs_and_is_deterministic(method):
-    cfg = PathsConfig(data=DATA, unlearn=UnlearnConfig(method=method, steps=8, learning_rate=0.02))
+    cfg = PathsConfig(data=DATA, unlearn=UnlearnConfig(**METHODS[method], steps=8, lr=0.02))
     a, b = run_paths(cfg), run_paths(cfg)
     np.testing.assert_array_equal(a.re_pairwise, b.re_pairwise)
     np.testing.assert_array_equal(a.loss, b.loss)
@@ -148,8 +153,8 @@ def test_nonlinear_models_train_and_diverge(kind):
         model=ModelConfig(kind, width=8, depth=1),
         trainer="optimizer",
         mu=0.1,
-        optimizer=OptimizerConfig(name="adamw", learning_rate=0.02, epochs=60),
-        unlearn=UnlearnConfig(steps=10, learning_rate=0.01),
+        optimizer=OptimizerConfig(name="adamw", lr=0.02, epochs=60),
+        unlearn=UnlearnConfig(steps=10, lr=0.01),
     )
     res = run_paths(cfg)
     s = res.summary()
@@ -160,9 +165,116 @@ def test_nonlinear_models_train_and_diverge(kind):
 
 
 def test_recency_summary_is_computed_from_the_traces():
-    res = run_paths(PathsConfig(data=DATA, unlearn=UnlearnConfig(steps=20, learning_rate=0.02)))
+    res = run_paths(PathsConfig(data=DATA, unlearn=UnlearnConfig(steps=20, lr=0.02)))
     s = res.summary()
     drop = res.forget_logp[:, 0] - res.forget_logp[:, -1]
     last = res.forget_position == 3
     assert s["recency_slowest_is_last"] == bool(drop[last].min() < drop[~last].min())
     assert s["recency_drop_last_over_first"] == pytest.approx(drop[last][0] / drop[0])
+
+
+def _gaussian_logp(pred, y, s):
+    return -((y - pred) ** 2) / (2 * s**2) - 0.5 * np.log(2 * np.pi * s**2)
+
+
+def _unlearning_problem(seed=3, d=5, k=4, n_retain=9):
+    rng = np.random.default_rng(seed)
+    forget = (rng.normal(size=(k, d)), rng.normal(size=k))
+    retain = (rng.normal(size=(n_retain, d)), rng.normal(size=n_retain))
+    theta0, theta = rng.normal(size=d), rng.normal(size=d)
+    return forget, retain, theta0, theta
+
+
+def test_npo_with_retain_weight_is_npo_plus_weighted_retain_nll():
+    """UnlearnConfig(objective="npo", retain_weight=0.5): NPO on the forget set + 0.5 x the
+    token-averaged NLL on the retain data, recomputed here in numpy."""
+    (Xu, yu), (Xr, yr), theta0, theta = _unlearning_problem()
+    cfg = UnlearnConfig(objective="npo", retain_weight=0.5, beta=0.7)
+    s = cfg.noise_std
+    ref = _gaussian_logp(Xu @ theta0, yu, s)
+    logp = _gaussian_logp(Xu @ theta, yu, s)
+    npo = -(2 / 0.7) * np.mean(np.log(1 / (1 + np.exp(0.7 * (logp - ref)))))
+    nll = -np.mean(_gaussian_logp(Xr @ theta, yr, s))
+    model = make_model(ModelConfig("linear"))
+    j = lambda a: jnp.asarray(a)  # noqa: E731
+    forget, retain = (j(Xu), j(yu)), (j(Xr), j(yr))
+    got = unlearning_loss(model, cfg, j(theta), forget, retain, j(ref))
+    assert float(got) == pytest.approx(npo + 0.5 * nll, rel=1e-12)
+    assert npo > 0 and 0.5 * nll > 1e-3 * npo  # both terms matter
+    # The trace's loss at step 0 is the same loss with the reference = the starting model.
+    _, trace = unlearn(model, cfg, j(theta0), forget, retain, j(Xu))
+    nll0 = -np.mean(_gaussian_logp(Xr @ theta0, yr, s))
+    assert float(trace.loss[0]) == pytest.approx((2 / 0.7) * np.log(2) + 0.5 * nll0, rel=1e-12)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_retain_term_composes_with_every_objective(objective):
+    (Xu, yu), (Xr, yr), theta0, theta = _unlearning_problem(seed=4, k=6)
+    model = make_model(ModelConfig("linear"))
+    j = lambda a: jnp.asarray(a)  # noqa: E731
+    forget, retain = (j(Xu), j(yu)), (j(Xr), j(yr))
+    ref = j(_gaussian_logp(Xu @ theta0, yu, np.sqrt(0.5)).reshape(-1, 2).sum(axis=1))
+    kw = {"objective": objective, "tokens_per_sequence": 2, "margin": 0.3}
+
+    def loss(**extra):
+        cfg = UnlearnConfig(**kw, **extra)
+        return float(unlearning_loss(model, cfg, j(theta), forget, retain, ref))
+
+    nll = -np.mean(_gaussian_logp(Xr @ theta, yr, np.sqrt(0.5)))
+    plain = loss()
+    assert loss(retain_weight=0.25) == pytest.approx(plain + 0.25 * nll, rel=1e-12)
+    assert loss(forget_weight=2.0, retain_weight=1.5) == pytest.approx(
+        2.0 * plain + 1.5 * nll, rel=1e-12
+    )
+
+
+def test_simnpo_forms_match_their_formulas():
+    (Xu, yu), (Xr, yr), _, theta = _unlearning_problem(seed=5, k=6)
+    model = make_model(ModelConfig("linear"))
+    j = lambda a: jnp.asarray(a)  # noqa: E731
+    forget, retain = (j(Xu), j(yu)), (j(Xr), j(yr))
+    logp = _gaussian_logp(Xu @ theta, yu, np.sqrt(0.5)).reshape(-1, 3).sum(axis=1)
+    logsig = lambda x: -np.log1p(np.exp(-x))  # noqa: E731
+    for normalize, margin, reward in ((True, 0.4, logp / 3), (False, 0.0, logp)):
+        cfg = UnlearnConfig(
+            objective="simnpo",
+            beta=2.5,
+            margin=margin,
+            length_normalize=normalize,
+            tokens_per_sequence=3,
+        )
+        expected = -(2 / 2.5) * np.mean(logsig(-2.5 * reward - margin))
+        got = unlearning_loss(model, cfg, j(theta), forget, retain, j(logp))
+        assert float(got) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("objective", "simnpo_paper"),
+        ("steps", -1),
+        ("lr", 0.0),
+        ("lr", float("inf")),
+        ("lr", float("nan")),
+        ("noise_std", 0.0),
+        ("tokens_per_sequence", 0),
+        ("beta", 0.0),
+        ("margin", float("nan")),
+        ("forget_weight", -1.0),
+        ("retain_weight", -0.5),
+        ("retain_weight", float("inf")),
+    ],
+)
+def test_unlearn_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=f"UnlearnConfig.{field}"):
+        UnlearnConfig(**{field: value})
+
+
+def test_unlearn_config_params_and_label():
+    cfg = UnlearnConfig(objective="simnpo", beta=1.5, margin=0.2, length_normalize=False)
+    assert tuple(cfg.params) == (1.5, 0.2, False)
+    assert UnlearnConfig().params == (0.5, 0.0, True)  # llm's defaults
+    assert cfg.label == "simnpo, length_normalize=False"
+    assert UnlearnConfig(objective="npo", retain_weight=0.5).label == "npo, retain_weight=0.5"
+    assert UnlearnConfig().label == "ga"
+    assert (UnlearnConfig().retain_weight, UnlearnConfig().margin) == (0.0, 0.0)

@@ -19,13 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from theory._io import write_atomic
+from pathdep.io import atomic_write_text
+from theory.instance import DEMO_EPSILON, DEMO_SHAPE, DEMO_STEPS
 
 EXIT_BAD_INPUT = 2
-
-DEMO_SHAPE = {"d": 40, "nA": 15, "nB": 15, "k": 5, "m": 20}
-DEMO_STEPS = 600
-DEMO_EPSILON = 1e-3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +91,7 @@ def _run_check(args: argparse.Namespace) -> int:
     if args.json is None:
         sys.stdout.write(text + "\n")
     else:
-        write_atomic(args.json, (text + "\n").encode())
+        atomic_write_text(args.json, text + "\n")
     return 0
 
 
@@ -113,10 +110,10 @@ def _run_demo(args: argparse.Namespace) -> int:
     result = check_instance(inst, args.steps, DEMO_EPSILON)
     out.mkdir(parents=True, exist_ok=True)
     save_instance(inst, out / "instance.npz")
-    write_atomic(out / "check.json", (json.dumps(result, allow_nan=False) + "\n").encode())
+    atomic_write_text(out / "check.json", json.dumps(result, allow_nan=False) + "\n")
     print("[theory demo] plotting bound_vs_exact.png", file=sys.stderr)
     plot_bound_vs_exact(result, out / "bound_vs_exact.png")
-    write_atomic(out / "report.md", write_report(result, seed=args.seed).encode())
+    atomic_write_text(out / "report.md", write_report(result, seed=args.seed))
     print(
         f"[theory demo] wrote {out}/{{instance.npz,check.json,bound_vs_exact.png,report.md}}",
         file=sys.stderr,

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from theory._io import atomic_path
+from pathdep.io import atomic_path
 from theory.bound import (
     corollary_t_star,
     corollary_threshold,
@@ -160,6 +160,12 @@ def save_instance(inst: Instance, path: str | os.PathLike) -> None:
     scalars = {name: np.float64(getattr(inst, name)) for name in SCALAR_NAMES}
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays, **scalars)
+
+
+# The demo instance of ``python -m theory demo`` (and of the main job's theory phase).
+DEMO_SHAPE = {"d": 40, "nA": 15, "nB": 15, "k": 5, "m": 20}
+DEMO_STEPS = 600
+DEMO_EPSILON = 1e-3
 
 
 @partial(jax.jit, static_argnames=("d", "nA", "nB", "k", "m"))

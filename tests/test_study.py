@@ -1,4 +1,5 @@
-"""The main job end to end in --quick mode on the tiny models: files, numbers, verdicts, CLI."""
+"""The main job (study) end to end in --quick mode on the tiny models: files, numbers, verdicts,
+the saved config, the CLI."""
 
 from __future__ import annotations
 
@@ -11,30 +12,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm import main_job as MJ
+from study import verdicts as V
+from study.cli import main as study_main
+from study.config import StudyConfig, StudyError, Thresholds
+from study.job import run_study
+from study.render import ci_text, fmt, render_report
+
+TH = Thresholds()
 
 
 @pytest.fixture(scope="module")
 def quick_job(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("main-job") / "demo"
-    cfg = MJ.MainJobConfig(out=out, quick=True, models_dir=str(tiny_models_dir), progress=False)
-    metrics = MJ.run_main_job(cfg)
+    cfg = StudyConfig(quick=True, models_dir=str(tiny_models_dir))
+    metrics = run_study(cfg, out, progress=False)
     return out, metrics
 
 
 @pytest.fixture(scope="module")
 def two_seed_job(tiny_models_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("main-job-seeds") / "demo"
-    cfg = MJ.MainJobConfig(
-        out=out,
-        seeds=2,
-        quick=True,
-        archs=("llama",),
-        models_dir=str(tiny_models_dir),
-        rcu=False,
-        progress=False,
+    cfg = StudyConfig(
+        seeds=2, quick=True, archs=("llama",), models_dir=str(tiny_models_dir), rcu=False
     )
-    return out, MJ.run_main_job(cfg)
+    return out, run_study(cfg, out, progress=False)
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -64,7 +65,7 @@ def test_report_is_rendered_from_metrics_file(quick_job) -> None:
     out, metrics = quick_job
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == metrics
-    assert (out / "report.md").read_text() == MJ.render_report(on_disk)
+    assert (out / "report.md").read_text() == render_report(on_disk)
     text = (out / "report.md").read_text()
     for heading in (
         "Theorem 3.1",
@@ -103,13 +104,13 @@ def test_report_numbers_equal_protocol_files(quick_job, tiny_models_dir: Path) -
             assert row["over_retrain"]["mean"] == pytest.approx(
                 step0["label"] - retrain["label"], abs=1e-12
             )
-            holds = (step0["label"] + math.log(vocab) > MJ.CHANCE_MARGIN) and (
-                step0["label"] - retrain["label"] > MJ.RETRAIN_MARGIN
+            holds = (step0["label"] + math.log(vocab) > TH.chance_margin) and (
+                step0["label"] - retrain["label"] > TH.retrain_margin
             )
             assert row["holds"] == holds
             line = (
-                f"| {p} | {MJ._ci_text(row['label'])} | {MJ._ci_text(row['over_chance'])} | "
-                f"{MJ._ci_text(row['over_retrain'])} |"
+                f"| {p} | {ci_text(row['label'])} | {ci_text(row['over_chance'])} | "
+                f"{ci_text(row['over_retrain'])} |"
             )
             assert line in text
         # Recency verdict recomputed from the metrics.jsonl files.
@@ -134,7 +135,7 @@ def test_theory_numbers_match_check_json(quick_job) -> None:
     assert th["rho_star"] == check["rho_star"]
     assert th["log10_d_last"] == pytest.approx(check["log10_re_distance"][-1])
     assert th["bound_holds"] == (check["min_log10_tightness_guaranteed"] >= -1e-9)
-    assert f"ρ* = {MJ._f(check['rho_star'], 4)}" in (out / "report.md").read_text()
+    assert f"ρ* = {fmt(check['rho_star'], 4)}" in (out / "report.md").read_text()
 
 
 def test_sim_numbers_match_paths_summary(quick_job) -> None:
@@ -145,7 +146,7 @@ def test_sim_numbers_match_paths_summary(quick_job) -> None:
     assert (out / sim["figure"]).is_file()
     assert sim["diverges"] == (summary["pairwise_growth_log10"] > 0)
     assert sim["recency"] == summary["recency_slowest_is_last"]
-    growth = f"(log10 growth {MJ._f(summary['pairwise_growth_log10'])})"
+    growth = f"(log10 growth {fmt(summary['pairwise_growth_log10'])})"
     assert growth in (out / "report.md").read_text()
 
 
@@ -178,16 +179,16 @@ def test_seeds_give_t_intervals(two_seed_job) -> None:
     # t(0.975, df=1) = 12.7062; half-width = t * s / sqrt(n)
     expected = 12.706204736 * np.std(labels, ddof=1) / math.sqrt(2)
     assert row["half_width"] == pytest.approx(expected, rel=1e-6)
-    assert f"{MJ._ci_text(row)}" in (out / "report.md").read_text()
+    assert f"{ci_text(row)}" in (out / "report.md").read_text()
 
 
 def test_t_interval_against_hand_computation() -> None:
-    r = MJ.t_interval([1.0, 2.0, 3.0])
+    r = V.t_interval([1.0, 2.0, 3.0])
     assert r["mean"] == 2.0
     assert r["half_width"] == pytest.approx(4.302652730 / math.sqrt(3), rel=1e-8)
-    assert MJ.t_interval([5.0])["half_width"] is None
-    with pytest.raises(MJ.MainJobError):
-        MJ.t_interval([])
+    assert V.t_interval([5.0])["half_width"] is None
+    with pytest.raises(StudyError):
+        V.t_interval([])
 
 
 def _seed(
@@ -210,34 +211,34 @@ def _seed(
 
 def test_precondition_thresholds() -> None:
     good = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2})
-    assert MJ.precondition([good])["holds"]
+    assert V.precondition([good], TH)["holds"]
     erased = _seed({"p1": -4.4, "p2": -2.5}, {"p1": -1.0, "p2": -1.2})  # p1 below chance + 1
-    res = MJ.precondition([erased])
+    res = V.precondition([erased], TH)
     assert not res["holds"] and not res["paths"]["p1"]["holds"] and res["paths"]["p2"]["holds"]
     uneven = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -2.0})  # utility spread 1.0
-    res = MJ.precondition([uneven])
+    res = V.precondition([uneven], TH)
     assert res["all_paths_hold"] and not res["utility_similar"] and not res["holds"]
     assert res["utility_spread_max"] == pytest.approx({"tofu": 1.0, "math_loglik": 0.0})
     uneven_math = _seed(
         {"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2}, math_loglik={"p1": -1.0, "p2": -1.6}
     )
-    res = MJ.precondition([uneven_math])
+    res = V.precondition([uneven_math], TH)
     assert res["utility_spread_max"]["math_loglik"] == pytest.approx(0.6)
     assert res["all_paths_hold"] and not res["utility_similar"] and not res["holds"]
     close_to_retrain = _seed({"p1": -2.0, "p2": -2.5}, {"p1": -1.0, "p2": -1.2}, retrain=-3.0)
-    assert not MJ.precondition([close_to_retrain])["paths"]["p2"]["holds"]
+    assert not V.precondition([close_to_retrain], TH)["paths"]["p2"]["holds"]
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "llm.main_job", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "study", *args], capture_output=True, text=True, cwd=cwd
     )
 
 
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--seeds", "0"], "--seeds"),
+        (["--seeds", "0"], "seeds must be >= 1"),
         (["--archs", "gpt2"], "gpt2"),
         (["--threads", "-1"], "--threads"),
         (["--models", "/nonexistent-pathdep"], "nonexistent"),
@@ -283,7 +284,7 @@ def test_findings_verdicts_and_inert_methods() -> None:
             "simnpo": _method_rows({p: 0.0 for p in paths}, (1.0, 1.0)),
         },
     }
-    f = MJ.findings([seed])
+    f = V.findings([seed], TH)
     assert f["inert_methods"] == ["simnpo"]
     assert f["divergence"]["reproduced"]  # ga grows; simnpo (flat) is not judged
     assert f["recency"]["methods"]["ga"]["slowest"] == "p4"
@@ -298,7 +299,7 @@ def test_findings_verdicts_and_inert_methods() -> None:
     assert f["retrain_distance"]["methods"]["ga"]["epsilon_guaranteed"] == pytest.approx(2.5)
     # recency fails when another path forgets slowest
     seed["methods_data"]["ga"] = _method_rows({"p1": 0.1, "p2": 3, "p3": 4, "p4": 1}, (1, 5))
-    assert not MJ.findings([seed])["recency"]["reproduced"]
+    assert not V.findings([seed], TH)["recency"]["reproduced"]
 
 
 def test_utility_losses_below_the_floor_are_not_a_finding() -> None:
@@ -314,10 +315,93 @@ def test_utility_losses_below_the_floor_are_not_a_finding() -> None:
         "before": {p: {"label": -3.0, "tofu": -5.0, "math_flexible": 0.5} for p in paths},
         "methods_data": {"ga": rows},
     }
-    tofu = MJ.findings([seed])["utility"]["tofu"]
+    tofu = V.findings([seed], TH)["utility"]["tofu"]
     assert tofu["methods"]["ga"]["relative_spread"] == pytest.approx(1.0)
     assert not tofu["methods"]["ga"]["loses"]
     assert not tofu["measurable"] and not tofu["reproduced"]
-    rows["paths"]["p3"]["tofu_loss"] = MJ.MIN_UTILITY_LOSS  # at the floor: judged
-    tofu = MJ.findings([seed])["utility"]["tofu"]
+    rows["paths"]["p3"]["tofu_loss"] = TH.min_utility_loss  # at the floor: judged
+    tofu = V.findings([seed], TH)["utility"]["tofu"]
     assert tofu["measurable"] and tofu["reproduced"]
+
+
+def test_config_is_saved_and_a_job_repeats_from_it(quick_job, tmp_path: Path) -> None:
+    """OUT/config.toml reads back to the config that ran; `--config` of it (report only, in a
+    copy of the folder) gives the same numbers; another config is refused in that folder."""
+    import shutil
+
+    from pathdep.configs import config_hash, load_toml
+
+    out, metrics = quick_job
+    cfg = load_toml(StudyConfig, out / "config.toml")
+    assert cfg.quick and cfg.archs == ("llama", "qwen2") and cfg.thresholds == TH
+    assert json.loads((out / "config.json").read_text())["hash"] == config_hash(cfg)
+    assert metrics["job"]["config_hash"] == config_hash(cfg)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    argv = ["--out", str(copy), "--config", str(out / "config.toml"), "--no-progress"]
+    assert study_main([*argv, "--report-only"]) == 0
+    again = json.loads((copy / "metrics.json").read_text())
+    for key in ("llm", "summary", "theory", "sim", "thresholds"):
+        assert again[key] == metrics[key], key
+    # --report-only without --config re-judges the job saved in --out, not a default one
+    rejudge = ["--out", str(copy), "--report-only", "--no-progress"]
+    assert study_main([*rejudge, "--set", "thresholds.deep_ratio=0.25"]) == 0
+    rejudged = json.loads((copy / "metrics.json").read_text())
+    assert rejudged["job"]["quick"] and rejudged["thresholds"]["deep_ratio"] == 0.25
+    assert load_toml(StudyConfig, copy / "config.toml").thresholds.deep_ratio == 0.25
+    before = sorted(p.name for p in copy.rglob("*"))
+    assert study_main([*argv, "--seeds", "2"]) == 2  # another config: refused, nothing written
+    assert sorted(p.name for p in copy.rglob("*")) == before
+
+
+def test_report_renders_with_the_thresholds_in_its_metrics(quick_job) -> None:
+    _, metrics = quick_job
+    changed = json.loads(json.dumps(metrics))
+    changed["thresholds"]["chance_margin"] = 7.5
+    changed["thresholds"]["min_forgetting"] = 0.125
+    text = render_report(changed)
+    assert "> chance + 7.5" in text and "> chance + 1 " not in text
+    assert render_report(metrics) != text
+
+
+def test_configs_are_values() -> None:
+    """Frozen, hashable, no shared mutable state: two configs built alike are equal and hash
+    alike, and no field can be changed in place."""
+    import dataclasses
+
+    from llm import config as C
+
+    a, b = StudyConfig(), StudyConfig()
+    assert a == b and hash(a) == hash(b)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.seeds = 3  # type: ignore[misc]
+    raw = {"data": {"sizes": {"inst": 3}}, "stages": [{"name": "inst"}]}
+    raw["paths"] = {"order": ["inst", "unlearn"], "positions": [2]}
+    raw["stages"].append({"name": "unlearn"})
+    r1, r2 = C.config_from_dict(raw), C.config_from_dict(raw)
+    assert r1 == r2 and hash(r1) == hash(r2)
+    assert r1.data.sizes == {"inst": 3}
+    with pytest.raises(TypeError, match="read-only"):
+        r1.data.sizes["inst"] = 5  # type: ignore[index]
+    with pytest.raises(TypeError, match="read-only"):
+        C.DataConfig().files.update(x="y")  # type: ignore[attr-defined]
+    assert r2.data.sizes == {"inst": 3} and C.DataConfig().sizes == {}
+    changed = dataclasses.replace(r1, seed=4)
+    assert changed != r1 and r1 == r2 and hash(changed) != hash(r1)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--seeds", "-1"], "seeds"),
+        (["--set", "thresholds.deep_ratio=nan"], "finite"),
+        (["--set", "thresholds.nope=1"], "thresholds.nope"),
+        (["--config", "/nonexistent-pathdep.toml"], "not found"),
+    ],
+)
+def test_cli_bad_config_exits_2_in_process(tmp_path: Path, args, needle, capsys) -> None:
+    out = tmp_path / "out"
+    assert study_main(["--out", str(out), "--quick", "--no-progress", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+    assert not out.exists()

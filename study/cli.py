@@ -1,0 +1,106 @@
+"""Command line of the main job: ``python -m study`` (``pathdep-study``), what ``make demo`` runs.
+
+    python -m study --out results/demo [--seeds 3] [--quick] [--archs llama,qwen2]
+    python -m study --out results/demo2 --config results/demo/config.toml   # the same job again
+    python -m study --out results/demo --report-only --set thresholds.deep_ratio=0.4
+
+Options that set config values override the ``--config`` file's (or the defaults). Bad input exits
+with status 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pathdep.configs import ConfigError, apply_overrides, from_dict, read_toml
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, status 2 (argparse prints the usage too)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m study",
+        description="Theorem 3.1, the sim path study and the LLM protocol on the default Llama "
+        "and Qwen2, with one report that says what reproduced.",
+    )
+    p.add_argument("--out", required=True, help="report folder, e.g. results/demo")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a saved StudyConfig (OUT/config.toml); with --report-only, default: --out's own",
+    )
+    p.add_argument("--seeds", type=int, default=None, help="protocol seeds (>= 3 for 95%% CIs)")
+    p.add_argument(
+        "--quick", action="store_true", default=None, help="tiny models and data (tests)"
+    )
+    p.add_argument("--archs", default=None, help="comma-separated: llama,qwen2")
+    p.add_argument("--models", default=None, help="folder with llama/ and qwen2/ (else defaults)")
+    p.add_argument(
+        "--no-rcu", action="store_true", default=None, help="skip the R/C/U (Sec. 4.3) study"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set thresholds.deep_ratio=0.4",
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run no protocol: re-analyse the protocol folders already in --out",
+    )
+    return p
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`study.config.StudyConfig` of the command line: the ``--config`` file (with
+    ``--report-only``, the one saved in ``--out`` when none is given), then the flags, then
+    ``--set``."""
+    from study.config import StudyConfig
+
+    config = args.config
+    saved = Path(args.out) / "config.toml"
+    if config is None and args.report_only and saved.is_file():
+        config = saved  # re-judge the job that is there, not a default one
+    raw = read_toml(config) if config else {}
+    if args.seeds is not None:
+        raw["seeds"] = args.seeds
+    if args.quick:
+        raw["quick"] = True
+    if args.archs is not None:
+        raw["archs"] = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if args.models is not None:
+        raw["models_dir"] = args.models
+    if args.no_rcu:
+        raw["rcu"] = False
+    return from_dict(StudyConfig, apply_overrides(raw, args.set))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from llm.protocol import ProtocolError
+    from study.config import StudyError
+    from study.job import run_study
+
+    try:
+        if args.threads < 0:
+            raise StudyError(f"--threads must be >= 0, got {args.threads}")
+        cfg = config_from_args(args)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        run_study(cfg, Path(args.out), progress=not args.no_progress, report_only=args.report_only)
+    except (StudyError, ConfigError, ProtocolError) as err:
+        print(f"error: {err}".splitlines()[0], file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,131 @@
+"""The main job: models, theory, sim and the LLM protocols, then one report.
+
+:func:`run_study` runs the phases (:mod:`study.phases`), reads the protocol folders
+(:mod:`study.results`), judges the findings (:mod:`study.verdicts`), and writes ``metrics.json``
+(every number the report states, with the thresholds), ``report.md``
+(:func:`study.render.render_report` of that file) and the figure, where :mod:`study.layout` says.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from pathdep.configs import ConfigError, config_hash, save_config, saved_hash, to_dict
+from pathdep.io import atomic_write_json, atomic_write_text
+from study.config import StudyConfig, StudyError
+from study.figures import plot_label_curves
+from study.layout import StudyLayout
+from study.phases import existing_folders, log, resolve_models, run_llm, run_sim, run_theory
+from study.render import render_report
+from study.results import path_sequences, protocol_numbers, vocab_size
+from study.verdicts import SUMMARY_ROWS, findings, precondition, rcu_findings, summarise
+
+
+def analyse(
+    cfg: StudyConfig, layout: StudyLayout, folders: dict[str, Any], models: dict[str, Path]
+) -> dict[str, Any]:
+    """Numbers, aggregates and verdicts of every protocol folder (reads files only)."""
+    th = cfg.thresholds
+    result: dict[str, Any] = {}
+    for arch, seeds in folders["runs"].items():
+        vocab = vocab_size(models[arch])
+        nums = [protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(seeds.items())]
+        sequences = path_sequences(layout.root / seeds["0"])
+        entry: dict[str, Any] = {
+            "folders": [seeds[k] for k in sorted(seeds)],
+            "paths": nums[0]["paths"],
+            "methods": nums[0]["methods"],
+            "sequences": sequences["paths"],
+            "retrain_sequence": sequences["retrain"],
+            "precondition": precondition(nums, th),
+            "findings": findings(nums, th),
+            "seeds": nums,
+        }
+        if arch in folders["rcu"]:
+            rseeds = folders["rcu"][arch]
+            rnums = [
+                protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(rseeds.items())
+            ]
+            entry["rcu"] = rcu_findings(rnums, th)
+            entry["rcu_folders"] = [rseeds[k] for k in sorted(rseeds)]
+        result[arch] = entry
+    return result
+
+
+def run_study(
+    cfg: StudyConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    report_only: bool = False,
+) -> dict[str, Any]:
+    """Run every phase into ``out`` and write the report; returns the metrics as written.
+
+    An existing ``out`` of the same config resumes (finished protocol runs are kept); one of
+    another config is refused. ``report_only`` runs no protocol: it re-analyses the protocol
+    folders already in ``out`` (e.g. with other thresholds) and keeps their phase times.
+    """
+    layout = StudyLayout(Path(out))
+    old = saved_hash(layout.root)
+    if not report_only and old is not None and old != config_hash(cfg):
+        raise StudyError(
+            f"{layout.root} holds a main job of a different config (hash {old} != "
+            f"{config_hash(cfg)}); use a new --out, or --config {layout.root / 'config.toml'}"
+        )
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    log(progress, "phase 1/5: default models (built once, then cached)")
+    models = resolve_models(cfg, progress)
+    timings["models"] = time.perf_counter() - t
+    layout.root.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, layout.root)
+    t = time.perf_counter()
+    log(progress, "phase 2/5: Theorem 3.1 and the linear recency prediction")
+    theory = run_theory(layout.theory)
+    timings["theory"] = time.perf_counter() - t
+    t = time.perf_counter()
+    log(progress, "phase 3/5: simulation path study (sim.paths)")
+    sim = run_sim(layout.sim)
+    timings["sim"] = time.perf_counter() - t
+    log(progress, f"phase 4/5: LLM protocol on {', '.join(cfg.archs)} x {cfg.seeds} seed(s)")
+    if report_only:
+        folders = existing_folders(cfg, layout)
+        if layout.metrics.is_file():  # keep the times of the run that produced the folders
+            for k, v in json.loads(layout.metrics.read_text())["timings"]:
+                if k.startswith(("llm_", "rcu_")):
+                    timings[k] = v
+    else:
+        folders = run_llm(cfg, layout, models, timings, progress)
+    t = time.perf_counter()
+    log(progress, "phase 5/5: report")
+    llm = analyse(cfg, layout, folders, models)
+    timings["report"] = time.perf_counter() - t
+    timings["total"] = sum(timings.values())
+    metrics = {
+        "job": {
+            "seeds": cfg.seeds,
+            "quick": cfg.quick,
+            "archs": list(cfg.archs),
+            "models": {a: str(p) for a, p in models.items()},
+            "config_hash": config_hash(cfg),
+        },
+        "timings": [[k, v] for k, v in timings.items()],  # a list: phase order survives sorting
+        "theory": theory,
+        "sim": sim,
+        "llm": llm,
+        "summary": summarise(llm),
+        "summary_rows": SUMMARY_ROWS,
+        "thresholds": to_dict(cfg.thresholds),
+    }
+    atomic_write_json(layout.metrics, metrics)
+    metrics = json.loads(layout.metrics.read_text())  # render exactly what the file holds
+    plot_label_curves(metrics, layout.label_curves)
+    atomic_write_text(layout.report, render_report(metrics))
+    log(progress, f"wrote {layout.report} ({timings['total']:.0f} s)")
+    return metrics
+
+
+__all__ = ["ConfigError", "analyse", "run_study"]

@@ -1,0 +1,193 @@
+"""The main job's phases, each writing its own part of the output folder (:mod:`study.layout`):
+models, the theory check, the sim path study, and the LLM protocols."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pathdep.io import atomic_write_json
+from study.config import ARCHS, StudyConfig, StudyError, protocol_config
+from study.layout import StudyLayout
+
+THEORY_SEED = 0
+RECENCY_T = 10  # GA steps after which the linear model's forgetting is compared across positions
+
+
+def log(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[main job] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_models(cfg: StudyConfig, progress: bool) -> dict[str, Path]:
+    """Folders of the models to run, building the default ones if they are not cached."""
+    if cfg.models_dir:
+        root = Path(cfg.models_dir).expanduser()
+        paths = {a: root / a for a in cfg.archs}
+        for a, p in paths.items():
+            if not (p / "config.json").is_file():
+                raise StudyError(f"--models {root}: no model folder {a}/ with a config.json")
+        return paths
+    from llm.default_models import DefaultModelConfig, ensure_default_models
+
+    config = DefaultModelConfig.tiny() if cfg.quick else DefaultModelConfig()
+    # The full-size models take minutes each on one thread: build them side by side. The tiny
+    # ones take seconds, less than starting a process.
+    workers = 1 if cfg.quick else "auto"
+    built = ensure_default_models(
+        config=config, archs=cfg.archs, progress=progress, workers=workers
+    )
+    return {a: Path(built[a]) for a in cfg.archs}
+
+
+def run_theory(out: Path) -> dict[str, Any]:
+    """Theorem 3.1 on the demo instance of ``python -m theory demo`` and the linear model's
+    recency prediction on a random 4-stage instance; writes ``out/`` and returns the numbers."""
+    import jax.numpy as jnp
+
+    from theory.instance import (
+        DEMO_EPSILON,
+        DEMO_SHAPE,
+        DEMO_STEPS,
+        check_instance,
+        random_instance,
+        save_instance,
+    )
+    from theory.plotting import plot_bound_vs_exact
+    from theory.stages import forget_position_study
+
+    out.mkdir(parents=True, exist_ok=True)
+    inst = random_instance(THEORY_SEED, **DEMO_SHAPE)
+    check = check_instance(inst, DEMO_STEPS, DEMO_EPSILON)
+    save_instance(inst, out / "instance.npz")
+    atomic_write_json(out / "check.json", check)
+    plot_bound_vs_exact(check, out / "bound_vs_exact.png")
+    exact = np.asarray([np.nan if v is None else v for v in check["log10_re_distance"]])
+    bound = np.asarray([np.nan if v is None else v for v in check["log10_bound"]])
+    start = int(check["bound_holds_from"] or 0)
+    holds = bool(np.all(exact[start:] >= bound[start:] - 1e-9))
+
+    # Recency in the linear model: three retain stages and a forget stage, the forget stage at
+    # each position; forgetting speed = log10 increase of the forget loss after RECENCY_T GA steps.
+    rng = np.random.default_rng(THEORY_SEED)
+    d, n, k = 40, 12, 5
+    retain = [(rng.normal(size=(n, d)) / math.sqrt(d), rng.normal(size=n), 1.0) for _ in range(3)]
+    forget = (rng.normal(size=(k, d)) / math.sqrt(d), rng.normal(size=k), 1.0)
+    study = forget_position_study(retain, forget, 0.05, jnp.asarray([float(RECENCY_T)]))
+    increase = np.asarray(study.log10_increase)[:, 0].tolist()
+    rate = np.asarray(study.initial_rate).tolist()
+    return {
+        "seed": THEORY_SEED,
+        "shape": DEMO_SHAPE,
+        "epsilon": DEMO_EPSILON,
+        "steps": DEMO_STEPS,
+        "rho_star": check["rho_star"],
+        "sigma_U": check["sigma_U"],
+        "t0": check["t0"],
+        "t_star": check["t_star"],
+        "log10_d_first": float(exact[0]),
+        "log10_d_last": float(exact[-1]),
+        "log10_bound_last": float(bound[-1]),
+        "min_log10_tightness": check["min_log10_tightness_guaranteed"],
+        "bound_holds": holds,
+        "figure": "theory/bound_vs_exact.png",
+        "recency": {
+            "t": RECENCY_T,
+            "log10_forget_loss_increase": increase,
+            "initial_rate": rate,
+            "slowest_position": int(np.argmin(increase)) + 1,
+            "predicts_recency": int(np.argmin(increase)) + 1 == 4,
+        },
+    }
+
+
+def run_sim(out: Path) -> dict[str, Any]:
+    """The simulation's path study (:func:`sim.paths.run_paths`, its default configuration: a
+    linear model, four stages, the forget stage at p = 1..4, GA); writes ``out/`` and returns the
+    summary with two verdicts: the paths diverge, and forgetting is slowest for p = 4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pathdep.io import atomic_save_figure
+    from sim.paths import PathsConfig, run_paths
+    from sim.plots import paths_figure
+
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_paths(PathsConfig())
+    summary = result.summary()
+    atomic_write_json(out / "paths_summary.json", summary)
+    fig = paths_figure(result, "sim: forget stage at p = 1..4")
+    atomic_save_figure(fig, out / "paths.png")
+    plt.close(fig)
+    growth = summary.get("pairwise_growth_log10")
+    return {
+        "config": "sim.paths.PathsConfig() defaults (linear model, proximal stages, GA)",
+        "summary": summary,
+        "diverges": bool(growth is not None and math.isfinite(growth) and growth > 0),
+        "recency": bool(summary.get("recency_slowest_is_last", False)),
+        "figure": "sim/paths.png",
+    }
+
+
+def existing_folders(cfg: StudyConfig, layout: StudyLayout) -> dict[str, Any]:
+    """The protocol folders a previous main job left in the output folder (``--report-only``)."""
+    from llm.layout import ProtocolLayout
+
+    runs: dict[str, dict[str, str]] = {}
+    rcu: dict[str, dict[str, str]] = {}
+    for arch in cfg.archs:
+        for seed in range(cfg.seeds):
+            for is_rcu, table in ((False, runs), (True, rcu)):
+                rel = layout.protocol(arch, seed, rcu=is_rcu)
+                if ProtocolLayout(layout.root / rel).re_distance.is_file():
+                    table.setdefault(arch, {})[str(seed)] = rel
+                elif not is_rcu:
+                    raise StudyError(f"--report-only: {layout.root / rel} holds no finished run")
+    return {"runs": runs, "rcu": rcu}
+
+
+def run_llm(
+    cfg: StudyConfig,
+    layout: StudyLayout,
+    models: dict[str, Path],
+    timings: dict[str, float],
+    progress: bool,
+) -> dict[str, Any]:
+    """Run every protocol; returns {"runs": {arch: {seed: folder}}, "rcu": {...}} (relative)."""
+    from llm.protocol import run_protocol
+
+    runs: dict[str, dict[str, str]] = {}
+    rcu: dict[str, dict[str, str]] = {}
+    for arch in cfg.archs:
+        for seed in range(cfg.seeds):
+            rel = layout.protocol(arch, seed)
+            log(progress, f"LLM protocol: {arch}, seed {seed} -> {layout.root / rel}")
+            started = time.perf_counter()
+            run_protocol(
+                protocol_config(arch, seed, cfg.quick, models[arch]), layout.root / rel, progress
+            )
+            timings[f"llm_{arch}_seed{seed}"] = time.perf_counter() - started
+            runs.setdefault(arch, {})[str(seed)] = rel
+            # --quick runs R/C/U on the first architecture only (it checks the wiring, not a claim).
+            if cfg.rcu and not (cfg.quick and arch != cfg.archs[0]):
+                rel = layout.protocol(arch, seed, rcu=True)
+                log(progress, f"R/C/U study: {arch}, seed {seed} -> {layout.root / rel}")
+                started = time.perf_counter()
+                run_protocol(
+                    protocol_config(arch, seed, cfg.quick, models[arch], rcu=True),
+                    layout.root / rel,
+                    progress,
+                )
+                timings[f"rcu_{arch}_seed{seed}"] = time.perf_counter() - started
+                rcu.setdefault(arch, {})[str(seed)] = rel
+    return {"runs": runs, "rcu": rcu}
+
+
+__all__ = ["ARCHS", "existing_folders", "resolve_models", "run_llm", "run_sim", "run_theory"]

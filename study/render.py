@@ -1,0 +1,318 @@
+"""The Markdown report of the main job, rendered from ``metrics.json`` alone.
+
+:func:`render_report` is a pure function of the metrics (thresholds included), so the report and
+the numbers cannot disagree, and an old metrics file renders with the thresholds that judged it.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number as the report prints it (None: n/a; booleans: yes/no)."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else "nan"
+    return f"{x:.{digits}f}" if abs(x) >= 10 ** (-digits) or x == 0 else f"{x:.3e}"
+
+
+def ci_text(c: dict[str, Any], digits: int = 3) -> str:
+    """A t-interval as "mean ± half-width" (the mean alone for one seed)."""
+    if c["half_width"] is None:
+        return fmt(c["mean"], digits)
+    return f"{fmt(c['mean'], digits)} ± {fmt(c['half_width'], digits)}"
+
+
+def _verdict(ok: bool) -> str:
+    return "**reproduced**" if ok else "**not reproduced**"
+
+
+def _precondition_note(pre: dict[str, Any]) -> str:
+    notes = []
+    if not pre["all_paths_hold"]:
+        notes.append(
+            "some path lost S_U before unlearning, so it has nothing to forget and the "
+            "recency and divergence findings do not test the paper's claims"
+        )
+    if not pre["utility_similar"]:
+        notes.append(
+            "every path holds S_U, but utility differs across paths before unlearning by "
+            "more than the bound, so the utility findings partly reflect the starting points"
+            if pre["all_paths_hold"]
+            else "utility also differs across paths before unlearning"
+        )
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def render_report(metrics: dict[str, Any]) -> str:
+    """The Markdown report, a pure function of ``metrics.json`` (its thresholds included)."""
+    L: list[str] = []
+    job = metrics["job"]
+    th = SimpleNamespace(**metrics["thresholds"])
+    seeds_note = (
+        "95% t-intervals over seeds: mean ± half-width"
+        if job["seeds"] > 1
+        else "one seed, no interval"
+    )
+    L += [
+        "# pathdep main job: report",
+        "",
+        f"Seeds: {job['seeds']} ({seeds_note}); "
+        f"quick mode: {fmt(job['quick'])}; architectures: {', '.join(job['archs'])}.",
+        "",
+        "## Time per phase (seconds)",
+        "",
+        "| phase | seconds |",
+        "|---|---|",
+    ]
+    for k, v in metrics["timings"]:
+        L.append(f"| {k} | {fmt(v, 1)} |")
+    tm = metrics["theory"]
+    L += [
+        "",
+        "## 1. Theorem 3.1 on a random linear instance (`theory`)",
+        "",
+        f"Instance seed {tm['seed']}, shape {tm['shape']}: ρ* = {fmt(tm['rho_star'], 4)}, "
+        f"σ_U = {fmt(tm['sigma_U'], 4)}, t0 = {tm['t0']}, t* (ε = {tm['epsilon']:g}) = "
+        f"{tm['t_star']}. Exact log10 d(t) goes from {fmt(tm['log10_d_first'])} at t = 0 to "
+        f"{fmt(tm['log10_d_last'])} at t = {tm['steps']}; the bound there is "
+        f"{fmt(tm['log10_bound_last'])}. Minimum of log10(exact / bound) where the theorem "
+        f"applies: {fmt(tm['min_log10_tightness'], 4)}.",
+        "",
+        f"Bound holds for every t ≥ max(t0, 0): {_verdict(tm['bound_holds'])}.",
+        "",
+        f"![Theorem 3.1: exact divergence vs bound]({tm['figure']})",
+        "",
+        "Linear-model recency prediction (three retain stages, forget stage at position p, "
+        f"increase of the forget loss after {tm['recency']['t']} GA steps, log10):",
+        "",
+        "| position p | "
+        + " | ".join(str(i + 1) for i in range(len(tm["recency"]["log10_forget_loss_increase"])))
+        + " |",
+        "|---|" + "---|" * len(tm["recency"]["log10_forget_loss_increase"]),
+        "| log10 increase | "
+        + " | ".join(fmt(v) for v in tm["recency"]["log10_forget_loss_increase"])
+        + " |",
+        "",
+        f"Slowest forgetting at p = {tm['recency']['slowest_position']}: the linear model "
+        f"{'predicts' if tm['recency']['predicts_recency'] else 'does not predict'} the recency "
+        "effect on this instance.",
+        "",
+        "## 2. Simulation: the path study of `sim` (forget stage at p = 1..4)",
+        "",
+    ]
+    sm = metrics["sim"]
+    sv = sm["summary"]
+    L += [
+        f"Configuration: {sm['config']}. Largest RE distance between two paths: "
+        f"{fmt(sv['pairwise_re_initial_max'], 4)} before unlearning, "
+        f"{fmt(sv['pairwise_re_final_max'], 4)} after {sv['steps']} steps "
+        f"(log10 growth {fmt(sv['pairwise_growth_log10'])}).",
+        "",
+        "| position p | " + " | ".join(str(p) for p in sv["forget_position"]) + " |",
+        "|---|" + "---|" * len(sv["forget_position"]),
+        "| drop of forget log-lik | " + " | ".join(fmt(v) for v in sv["forget_logp_drop"]) + " |",
+        "| RE distance to retrain (end) | "
+        + " | ".join(fmt(v, 4) for v in sv["re_to_retrain_final"])
+        + " |",
+        "",
+        f"Paths diverge during unlearning: {_verdict(sm['diverges'])}. Forgetting slowest when "
+        f"S_U is last (recency): {_verdict(sm['recency'])}.",
+        "",
+        f"![sim path study]({sm['figure']})",
+        "",
+    ]
+    for arch in job["archs"]:
+        a = metrics["llm"][arch]
+        pre = a["precondition"]
+        L += [
+            f"## 3. LLM protocol: default {arch}",
+            "",
+            f"Protocol folders: {', '.join(a['folders'])}. Paths: "
+            + "; ".join(f"{p} = {' → '.join(seq)}" for p, seq in a["sequences"].items())
+            + f"; retrain = {' → '.join(a['retrain_sequence'])}.",
+            "",
+            "### Precondition: every path still holds S_U when unlearning starts",
+            "",
+            f"Uniform chance log(1/V) = {fmt(pre['chance'])} (V = {pre['vocab_size']}); the "
+            f"retrain baseline (never saw S_U) scores the label at "
+            f"{ci_text(pre['retrain_label'])}. A path holds S_U when its label log-prob per "
+            f"token is > chance + {th.chance_margin:g} and > retrain + {th.retrain_margin:g} "
+            f"(every seed); utility is similar when the spread across paths of the TOFU and of "
+            f"the math log-lik is ≤ {th.utility_spread_max:g} each.",
+            "",
+            "| path | label log-prob | over chance | over retrain | TOFU log-lik | math log-lik "
+            "| math acc | holds |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p, r in pre["paths"].items():
+            L.append(
+                f"| {p} | {ci_text(r['label'])} | {ci_text(r['over_chance'])} | "
+                f"{ci_text(r['over_retrain'])} | "
+                f"{ci_text(r['tofu']) if 'tofu' in r else 'n/a'} | "
+                f"{ci_text(r['math_loglik']) if 'math_loglik' in r else 'n/a'} | "
+                f"{ci_text(r['math']) if 'math' in r else 'n/a'} | {fmt(r['holds'])} |"
+            )
+        L += [
+            "",
+            "Log-lik spread across paths (max over seeds): "
+            + ", ".join(f"{k} {fmt(v)}" for k, v in pre["utility_spread_max"].items())
+            + ". "
+            + f"Precondition: {'**holds**' if pre['holds'] else '**fails**'}"
+            + _precondition_note(pre)
+            + ".",
+            "",
+        ]
+        fd = a["findings"]
+        if fd["inert_methods"]:
+            L += [
+                f"Methods that did not forget (no path's label log-prob fell by "
+                f"≥ {th.min_forgetting:g} nat/token), shown but left out of every verdict: "
+                f"{', '.join(fd['inert_methods'])}.",
+                "",
+            ]
+        L += [
+            "### Finding 1: divergence between paths during unlearning",
+            "",
+            "| method | mean pairwise RE distance, step 0 | last step | grows |",
+            "|---|---|---|---|",
+        ]
+        for m, v in fd["divergence"]["methods"].items():
+            L.append(
+                f"| {m} | {ci_text(v['first'], 4)} | {ci_text(v['last'], 4)} | {fmt(v['grows'])} |"
+            )
+        L += [
+            "",
+            f"Criterion: {fd['divergence']['criterion']}. "
+            f"{_verdict(fd['divergence']['reproduced'])}.",
+            "",
+        ]
+        rec = fd["recency"]
+        L += [
+            "### Finding 2: recency effect",
+            "",
+            "Drop of the label log-prob per token over unlearning (larger = faster forgetting):",
+            "",
+            "| method | " + " | ".join(a["paths"]) + " | slowest |",
+            "|---|" + "---|" * (len(a["paths"]) + 1),
+        ]
+        for m, v in rec["methods"].items():
+            L.append(
+                f"| {m} | "
+                + " | ".join(ci_text(v["drop"][p]) for p in a["paths"])
+                + f" | {v['slowest']} |"
+            )
+        L += [
+            "",
+            f"Criterion: {rec['criterion']}. Cells with recency: {rec['cells']} of "
+            f"{rec['judged_cells']} judged. {_verdict(rec['reproduced'])}.",
+            "",
+        ]
+        ut = fd["utility"]
+        L += ["### Finding 3: path-dependent loss of utility", ""]
+        for name, title in (
+            ("tofu", "TOFU: |Δ log-lik| of true answers (1 − TOFU utility)"),
+            ("math_loglik", "math: |Δ log-lik| of the gold solutions (teacher-forced)"),
+            ("math", "math: drop of accuracy (flexible extraction)"),
+        ):
+            u = ut[name]
+            L += [
+                f"{title}:",
+                "",
+                "| method | " + " | ".join(a["paths"]) + " | relative spread |",
+                "|---|" + "---|" * (len(a["paths"]) + 1),
+            ]
+            for m, v in u["methods"].items():
+                # A spread of losses that are all noise (accuracy ~0, or no path losing
+                # utility) would read as a finding.
+                if not u["measurable"]:
+                    spread = "n/a"
+                elif not v.get("loses", True):
+                    spread = f"n/a (every loss < {th.min_utility_loss:g})"
+                else:
+                    spread = fmt(v["relative_spread"])
+                L.append(
+                    f"| {m} | "
+                    + " | ".join(ci_text(v["values"][p]) for p in a["paths"])
+                    + f" | {spread} |"
+                )
+            if u["measurable"]:
+                extra = ""
+            elif name == "math":
+                extra = (
+                    f" Not measurable: mean accuracy before unlearning "
+                    f"< {th.min_math_accuracy:g} at this size."
+                )
+            else:
+                extra = (
+                    f" Not measurable: no path loses >= {th.min_utility_loss:g} nat/token under "
+                    "a method that forgets."
+                )
+            L += ["", f"{name}: {_verdict(u['reproduced'])}.{extra}", ""]
+        L += [f"Criterion: {ut['criterion']}.", ""]
+        if "rcu" in a:
+            r = a["rcu"]
+            L += [
+                "### Finding 4: superficial vs deep forgetting (R/C/U, Sec. 4.3)",
+                "",
+                f"GA ({r['method']}) on U after each order; drops of the log-prob per token:",
+                "",
+                "| order | R drop | C drop | U drop | C/U | kind |",
+                "|---|---|---|---|---|---|",
+            ]
+            for p, v in r["orders"].items():
+                L.append(
+                    f"| {p} | {ci_text(v['drops']['R'])} | {ci_text(v['drops']['C'])} | "
+                    f"{ci_text(v['drops']['U'])} | {fmt(v['c_over_u'])} | {v['kind']} |"
+                )
+            L += ["", f"Criterion: {r['criterion']}. {_verdict(r['reproduced'])}.", ""]
+        rd = fd["retrain_distance"]
+        L += [
+            "### Finding 5: distance of each unlearned model to the retrained baseline",
+            "",
+            "RE distance d (Def. 2.1; Pred = per-token log-probs of held-out paraphrased TOFU "
+            "answers), before → after unlearning:",
+            "",
+            "| method | " + " | ".join(a["paths"]) + " | far/near | ε guaranteed |",
+            "|---|" + "---|" * (len(a["paths"]) + 2),
+        ]
+        for m, v in rd["methods"].items():
+            cells = [
+                f"{ci_text(v['paths'][p]['first'], 4)} → {ci_text(v['paths'][p]['last'], 4)}"
+                for p in a["paths"]
+            ]
+            L.append(
+                f"| {m} | " + " | ".join(cells) + f" | {fmt(v['ratio'])} | "
+                f"{fmt(v['epsilon_guaranteed'], 4)} |"
+            )
+        L += [
+            "",
+            f"Criterion: {rd['criterion']}. {_verdict(rd['reproduced'])}.",
+            "",
+            f"Figures: label log-prob per step ({a['folders'][0]}/report/fig1_label_logprob.png),"
+            f" RE distance ({a['folders'][0]}/report/fig_re_distance.png), Table 1 "
+            f"({a['folders'][0]}/report/table1.md).",
+            "",
+        ]
+    L += [
+        "## Summary",
+        "",
+        "| finding | " + " | ".join(job["archs"]) + " |",
+        "|---|" + "---|" * len(job["archs"]),
+    ]
+    for key, title in metrics["summary_rows"]:
+        L.append(
+            f"| {title} | "
+            + " | ".join(fmt(metrics["summary"][arch].get(key)) for arch in job["archs"])
+            + " |"
+        )
+    L += ["", "![label log-prob during unlearning, all paths](fig_label_curves.png)", ""]
+    return "\n".join(L)
