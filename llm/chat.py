@@ -13,10 +13,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pathdep.errors import BadInput
+
 ROLES = ("system", "user", "assistant")
 
 
-class DatasetError(ValueError):
+class DatasetError(BadInput):
     """A dataset file (or one of its records) is malformed; the message names file and line."""
 
     def __init__(

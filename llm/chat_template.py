@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from llm.chat import Message
+from pathdep.errors import BadInput
 
 PINNED_DATE = datetime(2024, 7, 26)
 PINNED_DATE_STRING = "26 Jul 2024"  # the form Llama 3.1 templates print
@@ -39,7 +40,7 @@ PROBE_CONVERSATION = (
 )
 
 
-class ChatTemplateError(ValueError):
+class ChatTemplateError(BadInput):
     """The tokenizer has no chat template, or one this module cannot mask reliably."""
 
 

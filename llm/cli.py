@@ -1,7 +1,8 @@
 """Command line for pathdep.llm (``python -m llm``): thin wrappers over :mod:`llm.protocol`.
 
-Bad input (config, paths, data, models) exits with status 2 and one line on stderr; a run that
-turned non-finite exits with status 1 after keeping what it measured.
+Bad input (config, paths, data, models, an output folder in use) exits with status 2 and one line
+on stderr, having written nothing; a run that turned non-finite or collapsed exits with status 1
+after keeping what it measured; so does a failing environment (disk full, read-only, no memory).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from pathdep.cli import OneLineParser, run_command
 
 
 def _config_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -29,14 +32,15 @@ def _config_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m llm",
         description="Staged fine-tuning, local unlearning and evaluation (paper Section 4).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     p = sub.add_parser("build-default", help="build the offline default Llama and Qwen2 models")
     p.add_argument("--out", required=True, help="folder; writes OUT/llama and OUT/qwen2")
     p.add_argument("--tiny", action="store_true", help="the small test configuration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p = sub.add_parser("finetune", help="train every path's stages (shared prefixes once)")
     _config_args(p)
     p = sub.add_parser("unlearn", help="unlearn the trained paths with the config's methods")
@@ -57,109 +61,98 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args):
     from llm.config import load_config
     from llm.protocol import check_config_paths
+    from llm.workspace import ProtocolError
 
+    if args.threads < 0:
+        raise ProtocolError(f"--threads must be >= 0, got {args.threads}")
     cfg = load_config(args.config, args.set)
     check_config_paths(cfg)
     return cfg
 
 
+def _failed(statuses: list[dict]) -> int:
+    bad = [s for s in statuses if s.get("status") != "done"]
+    for s in bad:
+        where = f"{s['path']}/{s['method']}" if "method" in s else s["path"]
+        print(f"{where}: {s.get('status')}: {s.get('message', '')}", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def _run(args) -> int:
     from llm import protocol as P
+    from llm.models import transformers_progress
     from llm.stage_cache import ensure_prefix
-    from llm.workspace import load_model, open_workspace
+    from llm.workspace import load_model, protocol_session
 
+    progress = not getattr(args, "no_progress", False)
     if args.command == "build-default":
         from llm.default_models import DefaultModelConfig, build_default
 
         config = DefaultModelConfig.tiny() if args.tiny else DefaultModelConfig()
-        written = build_default(args.out, config=config, workers=1 if args.tiny else "auto")
+        written = build_default(
+            args.out, config=config, workers=1 if args.tiny else "auto", progress=progress
+        )
         for arch, path in written.items():
             print(f"{arch}: {path}")
         return 0
     if args.command == "report":
         from llm.report import write_report
+        from pathdep.lock import hold
 
-        for name, path in write_report(args.out).items():
-            print(f"{name}: {path}")
+        if not Path(args.out).is_dir():
+            raise P.ProtocolError(f"no protocol folder at {args.out}")
+        with hold(args.out):
+            for name, path in write_report(args.out).items():
+                print(f"{name}: {path}")
         return 0
     cfg = _load(args)
     if args.threads > 0:
         import torch
 
         torch.set_num_threads(args.threads)
-    progress = not args.no_progress
     if args.command == "protocol":
         result = P.run_protocol(cfg, args.out, progress=progress)
-        bad = [s for s in result.statuses if s.get("status") != "done"]
         print(f"report: {Path(args.out) / 'report' / 'table1.md'}")
-        for s in bad:
-            print(
-                f"{s['path']}/{s['method']}: {s.get('message', s.get('status'))}", file=sys.stderr
-            )
-        return 1 if bad else 0
-    ws = open_workspace(cfg, args.out, progress)
+        return _failed(result.statuses)
     from llm.config import path_sequences, retrain_sequence
 
     sequences = path_sequences(cfg.paths)
-    if args.command == "finetune":
-        for name, seq in [*sequences.items(), ("retrain", retrain_sequence(cfg.paths))]:
-            print(f"{name} ({'-'.join(seq)}): {ensure_prefix(ws, seq)}")
-        return 0
-    suite = P.build_eval_suite(ws)
     if args.command == "evaluate":
-        summary, values, _ = P.evaluate_with_config(
-            ws, suite, load_model(ws, Path(args.model)), not args.no_math
-        )
-        print(json.dumps({"model": args.model, "summary": summary}, indent=2))
-        return 0
+        from llm.models import check_model_folder
+
+        check_model_folder(args.model)
     if args.command == "unlearn":
         unknown = set(args.path) - set(sequences)
         methods = [m for m in cfg.unlearn.methods if not args.method or m.name in args.method]
         if unknown or not methods:
             raise P.ProtocolError(f"unknown --path {sorted(unknown)} or no matching --method")
-        code = 0
+    with transformers_progress(progress), protocol_session(cfg, args.out, progress) as ws:
+        if args.command == "finetune":
+            for name, seq in [*sequences.items(), ("retrain", retrain_sequence(cfg.paths))]:
+                print(f"{name} ({'-'.join(seq)}): {ensure_prefix(ws, seq)}")
+            return 0
+        if args.command == "evaluate":
+            summary, values, _ = P.evaluate_with_config(
+                ws, ws.suite, load_model(ws, Path(args.model)), not args.no_math
+            )
+            print(json.dumps({"model": args.model, "summary": summary}, indent=2))
+            return 0
+        assert args.command == "unlearn", args.command
+        statuses = []
         for name, seq in sequences.items():
             if args.path and name not in args.path:
                 continue
             model_dir = ensure_prefix(ws, seq)
             for method in methods:
-                status = P.run_unlearning(ws, suite, name, model_dir, method)
-                print(f"{name}/{method.name}: {status['status']}")
-                code = code or int(status["status"] != "done")
-        return code
-    raise AssertionError(args.command)
+                statuses.append(P.run_unlearning(ws, ws.suite, name, model_dir, method))
+                print(f"{name}/{method.name}: {statuses[-1]['status']}")
+        return _failed(statuses)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from llm.config import ConfigError
-    from llm.protocol import ProtocolError
-    from llm.report import ReportError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 0
-    bad_input: tuple[type[BaseException], ...] = (
-        ConfigError,
-        ProtocolError,
-        ReportError,
-        FileNotFoundError,
-    )
-    try:
-        from llm.chat import DatasetError
-
-        bad_input += (DatasetError,)
-    except ImportError:  # pragma: no cover - F's module is part of the package
-        pass
-    try:
-        from llm.models import ModelLoadError
-
-        bad_input += (ModelLoadError,)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        return _run(args)
-    except bad_input as err:
-        print(f"error: {err}".splitlines()[0], file=sys.stderr)
-        return 2
+    return run_command(lambda: _run(args), prog="python -m llm")

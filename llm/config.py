@@ -311,8 +311,7 @@ def validate(cfg: RunConfig) -> None:
             cfg.stage(name)
     if cfg.eval.math_prompt not in ("plain", "paper"):
         raise ConfigError(f"eval.math_prompt must be plain or paper, got {cfg.eval.math_prompt!r}")
-    if cfg.eval.math_samples < 1 or cfg.eval.batch_size < 1:
-        raise ConfigError("eval.math_samples and eval.batch_size must be >= 1")
+    _check_ranges(cfg)
     strategy = cfg.distributed.strategy
     if strategy not in STRATEGIES:
         raise ConfigError(f"distributed.strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -325,6 +324,43 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(
             "distributed.strategy = 'fsdp' cannot be combined with model.device = 'spread'"
         )
+
+
+def _at_least(where: str, value: float, low: float) -> None:
+    if not value >= low:
+        raise ConfigError(f"{where} must be >= {low:g}, got {value!r}")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Every number in its range (the types and finiteness are checked when parsing)."""
+    ev, ft, un = cfg.eval, cfg.finetune, cfg.unlearn
+    for name in ("batch_size", "n_forget_prompts", "math_samples", "math_batch_size"):
+        _at_least(f"eval.{name}", getattr(ev, name), 1)
+    for name in ("max_new_tokens", "n_rcu", "n_re"):
+        _at_least(f"eval.{name}", getattr(ev, name), 1)
+    for name in ("n_tofu", "n_math"):
+        _at_least(f"eval.{name}", getattr(ev, name), 0)
+    if not ev.temperature > 0:
+        raise ConfigError(f"eval.temperature must be > 0 (sampling), got {ev.temperature!r}")
+    if not 0 < ev.top_p <= 1:
+        raise ConfigError(f"eval.top_p must be in (0, 1], got {ev.top_p!r}")
+    _at_least("unlearn.max_steps", un.max_steps, 0)
+    _at_least("unlearn.math_every", un.math_every, 0)
+    for name in ("lora_rank", "lora_alpha", "weight_decay", "max_grad_norm"):
+        _at_least(f"finetune.{name}", getattr(ft, name), 0)
+    if not 0 <= ft.lora_dropout < 1:
+        raise ConfigError(f"finetune.lora_dropout must be in [0, 1), got {ft.lora_dropout!r}")
+    if not all(0 <= b < 1 for b in ft.betas):
+        raise ConfigError(f"finetune.betas must be in [0, 1), got {list(ft.betas)}")
+    for m in un.methods:
+        _at_least(f"method {m.name!r}: forget_weight", m.forget_weight, 0)
+    if cfg.data.synthetic:
+        from llm.synthetic import DatasetSizes
+
+        try:
+            DatasetSizes.from_mapping(cfg.data.sizes)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
 
 
 def _check_batch(where: str, batch: int, accum: int, lr: float, epochs: float) -> None:

@@ -36,7 +36,10 @@ MAX_REPORTED_ERRORS = 10
 
 
 def load_examples(
-    path: str | os.PathLike, fmt: str = "auto", require_response: bool = True
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    require_response: bool = True,
+    text: str | None = None,
 ) -> list[ChatExample]:
     """Load and validate every record of a JSON/JSONL dataset file.
 
@@ -47,6 +50,8 @@ def load_examples(
         fmt: one of :data:`FORMATS` or ``"auto"`` (detect from the first record).
         require_response: every example must end with an assistant turn (training data). False
             admits prompt-only records (e.g. SORRY-BENCH prompts for evaluation).
+        text: the file's content, when it is still to be written (a run checks every dataset
+            before it writes anything); ``path`` then only names it.
 
     Raises:
         DatasetError: unreadable file, bad JSON, or any invalid record; the message is
@@ -55,7 +60,7 @@ def load_examples(
     path = Path(path)
     if fmt != "auto" and fmt not in FORMATS:
         raise DatasetError(f"unknown dataset format {fmt!r}; expected 'auto' or one of {FORMATS}")
-    records = list(_read_records(path))
+    records = list(_read_records(path, text))
     if not records:
         raise DatasetError(f"{path}: no records", path)
     if fmt == "auto":
@@ -74,13 +79,12 @@ def load_examples(
     return examples
 
 
-def save_examples(examples: Iterable[ChatExample], path: str | os.PathLike) -> Path:
-    """Write examples as JSONL in the ``messages`` layout, atomically (temp file then rename).
+def examples_jsonl(examples: Iterable[ChatExample]) -> str:
+    """Examples as JSONL text in the ``messages`` layout.
 
     ``meta`` is written beside ``messages`` without the provenance keys (``source``, ``line``,
-    ``format``), which the loader sets afresh; :func:`load_examples` reads the file back.
+    ``format``), which the loader sets afresh; :func:`load_examples` reads the text back.
     """
-    path = Path(path)
     lines = []
     for example in examples:
         meta = {k: v for k, v in example.meta.items() if k not in PROVENANCE_KEYS}
@@ -88,13 +92,17 @@ def save_examples(examples: Iterable[ChatExample], path: str | os.PathLike) -> P
         if meta:
             record["meta"] = meta
         lines.append(json.dumps(record, ensure_ascii=False))
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return path
+    return "".join(line + "\n" for line in lines)
 
 
-def save_rcu_items(items: Iterable[RCUItem], path: str | os.PathLike) -> Path:
-    """Write R/C/U items as JSONL ``{prompt, refusal, compliance_c, compliance_u}``, atomically."""
-    text = "".join(
+def save_examples(examples: Iterable[ChatExample], path: str | os.PathLike) -> Path:
+    """Write :func:`examples_jsonl` of ``examples`` to ``path``, atomically."""
+    return atomic_write_text(Path(path), examples_jsonl(examples))
+
+
+def rcu_items_jsonl(items: Iterable[RCUItem]) -> str:
+    """R/C/U items as JSONL text ``{prompt, refusal, compliance_c, compliance_u}``."""
+    return "".join(
         json.dumps(
             {
                 "prompt": it.prompt,
@@ -107,13 +115,18 @@ def save_rcu_items(items: Iterable[RCUItem], path: str | os.PathLike) -> Path:
         + "\n"
         for it in items
     )
-    return atomic_write_text(Path(path), text)
 
 
-def load_rcu_items(path: str | os.PathLike) -> list[RCUItem]:
-    """Load and validate an R/C/U file written by :func:`save_rcu_items` (same error rules)."""
+def save_rcu_items(items: Iterable[RCUItem], path: str | os.PathLike) -> Path:
+    """Write :func:`rcu_items_jsonl` of ``items`` to ``path``, atomically."""
+    return atomic_write_text(Path(path), rcu_items_jsonl(items))
+
+
+def load_rcu_items(path: str | os.PathLike, text: str | None = None) -> list[RCUItem]:
+    """Load and validate an R/C/U file written by :func:`save_rcu_items` (same error rules;
+    ``text`` as in :func:`load_examples`)."""
     path = Path(path)
-    records = list(_read_records(path))
+    records = list(_read_records(path, text))
     if not records:
         raise DatasetError(f"{path}: no records", path)
     items = []
@@ -133,14 +146,15 @@ RCU_FIELDS = ("prompt", "refusal", "compliance_c", "compliance_u")
 # Reading records
 
 
-def _read_records(path: Path) -> Iterator[tuple[int, Any]]:
+def _read_records(path: Path, text: str | None = None) -> Iterator[tuple[int, Any]]:
     """Yield ``(line_number, record)``; JSON arrays report the line each element starts on."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: dataset file not found", path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read ({exc})", path) from None
+    if text is None:
+        if not path.is_file():
+            raise DatasetError(f"{path}: dataset file not found", path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{path}: cannot read ({exc})", path) from None
     if path.suffix.lower() == ".json" and text.lstrip().startswith("["):
         yield from _json_array_records(path, text)
         return

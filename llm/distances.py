@@ -46,8 +46,8 @@ def re_distance(pred_a: Sequence[np.ndarray], pred_b: Sequence[np.ndarray]) -> f
 
 def re_distances(layout: ProtocolLayout, lengths: Sequence[int]) -> dict[str, Any]:
     """RE distances per method and evaluated step: between every pair of paths, and from each
-    path to the retrain baseline."""
-    retrain = load_pred(layout.retrain_pred, lengths)
+    path to the retrain baseline (none when the baseline could not be trained)."""
+    retrain = load_pred(layout.retrain_pred, lengths) if layout.retrain_pred.exists() else None
     runs = layout.unlearning_runs()
     methods = sorted({m for by_method in runs.values() for m in by_method})
     result: dict[str, Any] = {}
@@ -59,7 +59,7 @@ def re_distances(layout: ProtocolLayout, lengths: Sequence[int]) -> dict[str, An
         }
         common = sorted(set.intersection(*(set(v) for v in preds.values()))) if preds else []
         entry: dict[str, Any] = {"steps": common, "to_retrain": {}, "between": {}}
-        for p in preds:
+        for p in preds if retrain is not None else ():
             entry["to_retrain"][p] = [
                 re_distance(load_pred(preds[p][t], lengths), retrain) for t in common
             ]

@@ -325,6 +325,11 @@ def evaluate_model(
         per_example[name] = values
         summary[name] = float(np.mean(values))
     pred = score_examples(model, suite.re_examples, pad_token_id, batch_size)
+    broken = sorted(k for k, v in summary.items() if not np.isfinite(v))
+    if broken or not all(np.isfinite(v).all() for v in pred):
+        from llm.loop import NonFiniteError
+
+        raise NonFiniteError(f"the model's log-probabilities are non-finite ({broken or 'Pred'})")
     if math and suite.math_prompts:
         samples = generate_samples(
             model,

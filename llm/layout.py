@@ -9,6 +9,8 @@
       cache/<key>/model/         merged model after a stage prefix (content-addressed, shared)
       cache/<key>/stage.json     the prefix, its spec, per-step losses, world size, batch layout
       cache/<key>.ckpt/          step checkpoint of a prefix being trained (resume)
+      cache/<key>.lock           held by the run training that prefix
+      .lock                      held by the run writing into OUT (one run per folder)
       runs/<path>/<method>/      one unlearning run (:class:`RunFolder`)
       runs/retrain/              the retrain baseline: metrics.json, pred.npy
       re_distance.json           RE distances between paths and to the retrain baseline, per step
@@ -164,3 +166,8 @@ class CacheEntry:
     @property
     def ckpt(self) -> Path:
         return self.cache / f"{self.key}.ckpt"
+
+    @property
+    def lock(self) -> Path:
+        """Held while the entry is trained (one trainer per entry, however many runs share it)."""
+        return self.cache / f"{self.key}.lock"

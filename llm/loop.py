@@ -18,7 +18,6 @@ summed by :func:`llm.distributed.sum_gradients`) or sharded with FSDP2 (``fsdp``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -32,12 +31,12 @@ from tqdm.auto import tqdm
 
 from llm import distributed as D
 from llm.batches import model_device, stable_seed, zero_loss
-from llm.checkpoint import load_step_checkpoint, save_step_checkpoint
-from pathdep.io import atomic_dir
+from llm.checkpoint import STEP, load_step_checkpoint, save_step_checkpoint
 
 
 class NonFiniteError(RuntimeError):
-    """Loss or gradient norm became NaN/inf; the step was not applied."""
+    """Loss, gradient norm or parameters became NaN/inf, or the optimizer overflowed; the run
+    stopped (a step with a non-finite loss or gradient was not applied)."""
 
 
 @dataclass(frozen=True)
@@ -103,53 +102,15 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, settings:
 
 
 # ------------------------------------------------------------------------------------------
-# Step checkpoints of an FSDP model (full state dicts, gathered on rank 0)
-
-
-def save_fsdp_step_checkpoint(path, model, optimizer, scheduler, step: int, extra: dict) -> None:
-    """Like :func:`llm.checkpoint.save_step_checkpoint` for a sharded model; collective (every
-    process gathers, rank 0 writes). Weights and optimizer state are full, keyed by name."""
-    model_state, optim_state = D.fsdp_train_state(model, optimizer)
-    if D.current().is_main:
-        with atomic_dir(path) as tmp:
-            torch.save(
-                {
-                    "strategy": "fsdp",
-                    "model": model_state,
-                    "optimizer": optim_state,
-                    "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "extra": extra,
-                },
-                tmp / "state.pt",
-            )
-            (tmp / "step.json").write_text(f'{{"step": {step}, "strategy": "fsdp"}}\n')
-
-
-def load_any_step_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, dict]:
-    """Restore a step checkpoint written under the model's own strategy (ddp or fsdp)."""
-    fsdp = D.is_fsdp(model)
-    if not fsdp:
-        meta = path / "step.json"
-        if meta.exists() and json.loads(meta.read_text()).get("strategy") == "fsdp":
-            raise ValueError(
-                f"step checkpoint {path} was written under FSDP; resume it with "
-                "distributed.strategy = 'fsdp' or delete it"
-            )
-        return load_step_checkpoint(path, model, optimizer, scheduler)
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    if state.get("strategy") != "fsdp":
-        raise ValueError(
-            f"step checkpoint {path} was written without FSDP; resume it with "
-            "distributed.strategy = 'ddp' or delete it"
-        )
-    D.load_fsdp_train_state(model, optimizer, state["model"], state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return int(state["step"]), state["extra"]
-
-
-# ------------------------------------------------------------------------------------------
 # The loop
+
+
+def all_finite(params: list[torch.nn.Parameter]) -> bool:
+    """Every entry of every parameter (this process's shards, agreed over processes) is finite."""
+    shards = [p.to_local() if hasattr(p, "to_local") else p for p in params]  # FSDP: DTensors
+    local = torch.stack([torch.isfinite(x.detach()).all() for x in shards])
+    bad = D.all_reduce_sum((~local).sum().to(torch.float64))
+    return float(bad) == 0.0
 
 
 class Objective(Protocol):
@@ -186,8 +147,8 @@ def run_loop(
     scheduler = make_scheduler(optimizer, len(steps), settings)
     start, records = 0, []
     ckpt = Path(ckpt_dir) if ckpt_dir else None
-    if ckpt is not None and (ckpt / "state.pt").exists():
-        start, extra = load_any_step_checkpoint(ckpt, model, optimizer, scheduler)
+    if ckpt is not None and ((ckpt / STEP).exists() or (ckpt / "state.pt").exists()):
+        start, extra = load_step_checkpoint(ckpt, model, optimizer, scheduler)
         records = list(extra.get("records", []))
     device = model_device(model)
     bar = tqdm(total=len(steps), initial=start, desc=desc, disable=not (progress and info.is_main))
@@ -235,7 +196,18 @@ def run_loop(
                 f"step {step + 1}; the step was not applied and the run stopped"
             )
         lr = scheduler.get_last_lr()[0]
-        optimizer.step()
+        try:
+            optimizer.step()
+        except RuntimeError as err:  # AdamW's scalar step size overflows at huge rates
+            if "overflow" not in str(err):
+                raise
+            raise NonFiniteError(
+                f"{desc}: the optimizer overflowed at step {step + 1} (lr {lr:g}): {err}"
+            ) from None
+        if not all_finite(params):
+            raise NonFiniteError(
+                f"{desc}: non-finite parameters after step {step + 1} (lr {lr:g}); the run stopped"
+            )
         scheduler.step()
         record = {
             "step": step + 1,
@@ -252,14 +224,30 @@ def run_loop(
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1 == len(steps)
         if ckpt is not None and ((step + 1) % settings.checkpoint_every == 0 or done):
-            if fsdp:
-                save_fsdp_step_checkpoint(
-                    ckpt, model, optimizer, scheduler, step + 1, {"records": records}
-                )
-            elif info.is_main:
-                save_step_checkpoint(
-                    ckpt, model, optimizer, scheduler, step + 1, {"records": records}
-                )
+            save_step_checkpoint(ckpt, model, optimizer, scheduler, step + 1, {"records": records})
             D.barrier()
     bar.close()
+    if start < len(steps):
+        _check_outputs(model, objective, steps[-1], desc)
     return records
+
+
+@torch.no_grad()
+def _check_outputs(model, objective: Objective, micros: list[Any], desc: str) -> None:
+    """The loss of the last step's data, after the last update, is finite: a final step can leave
+    finite weights whose outputs are not (the guard above only sees losses before a step)."""
+    device = model_device(model)
+    was_training = model.training
+    model.eval()  # no dropout: the check draws no random numbers
+    local = torch.tensor(
+        np.sum([objective.counts(m) for m in micros], axis=0), dtype=torch.float64, device=device
+    )
+    totals = D.all_reduce_sum(local)
+    losses = [float(objective.loss(model, m, totals)[0]) for m in micros if len(m)]
+    if D.is_fsdp(model) and not losses:  # this process's shards still join the all-gathers
+        zero_loss(model, device)
+    finite = all(map(math.isfinite, losses))
+    bad = float(D.all_reduce_sum(torch.tensor(0.0 if finite else 1.0, device=device)))
+    model.train(was_training)
+    if bad:
+        raise NonFiniteError(f"{desc}: non-finite outputs after the last step; the run stopped")

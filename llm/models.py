@@ -13,12 +13,16 @@ exactly like the base model's tokenizer (same vocabulary), which is checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from pathdep.errors import BadInput
 
 DTYPES = {
     "fp32": torch.float32,
@@ -31,7 +35,7 @@ DTYPES = {
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(BadInput):
     """A model or tokenizer folder is missing, incomplete or inconsistent (one-line message)."""
 
 
@@ -49,6 +53,7 @@ def check_model_folder(path: str | os.PathLike) -> Path:
         raise ModelLoadError(f"{folder}: no config.json (not a Hugging Face model folder)")
     index = folder / "model.safetensors.index.json"
     if (folder / "model.safetensors").is_file():
+        check_safetensors(folder / "model.safetensors")
         return folder
     if index.is_file():
         try:
@@ -61,6 +66,8 @@ def check_model_folder(path: str | os.PathLike) -> Path:
                 f"{folder}: incomplete download, {len(missing)} weight shard(s) missing "
                 f"(first: {missing[0]})"
             )
+        for shard in sorted(set(weight_map.values())):
+            check_safetensors(folder / shard)
         return folder
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
         raise ModelLoadError(
@@ -68,6 +75,51 @@ def check_model_folder(path: str | os.PathLike) -> Path:
             "(download the .safetensors files)"
         )
     raise ModelLoadError(f"{folder}: no model weights (model.safetensors or index) found")
+
+
+@contextlib.contextmanager
+def transformers_progress(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") on or off for
+    the block (off when a run was asked for no progress output); restores the setting after."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Check a safetensors file's header and that its size matches it (a truncated or corrupt
+    download is found here, before anything is loaded or written). Reads the header only.
+
+    Raises:
+        ModelLoadError: unreadable header, or a file shorter or longer than the header says.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than the 8-byte header length")
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(f.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = 8 + n + max(ends, default=0)
+    if size != expected:
+        raise ModelLoadError(
+            f"{path}: {size} bytes where its header describes {expected} (truncated or corrupt "
+            "download)"
+        )
 
 
 def load_tokenizer(path: str | os.PathLike, trust_remote_code: bool = False) -> Any:
@@ -132,7 +184,7 @@ def load_model(
     tokenizer_folder = Path(tokenizer_path).expanduser() if tokenizer_path else folder
     tokenizer = load_tokenizer(tokenizer_folder, trust_remote_code)
     if tokenizer_path is not None and any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        _check_same_vocab(
+        check_same_vocab(
             load_tokenizer(folder, trust_remote_code), tokenizer, folder, tokenizer_folder
         )
     kwargs: dict[str, Any] = {
@@ -161,7 +213,7 @@ def load_model(
     return model, tokenizer
 
 
-def _check_same_vocab(base: Any, other: Any, base_folder: Path, other_folder: Path) -> None:
+def check_same_vocab(base: Any, other: Any, base_folder: Path, other_folder: Path) -> None:
     base_vocab, other_vocab = base.get_vocab(), other.get_vocab()
     if base_vocab != other_vocab:
         differing = len(set(base_vocab.items()) ^ set(other_vocab.items()))

@@ -10,6 +10,7 @@ unlearning run leaves a ``status.json``; a rerun into the same folder skips it (
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from llm import distributed as D
 from llm.config import RunConfig, lora_shape, path_sequences, retrain_sequence
 from llm.distances import re_distances, save_pred
 from llm.stage_cache import ensure_prefix
-from llm.workspace import ProtocolError, Workspace, load_model, open_workspace
+from llm.workspace import ProtocolError, Workspace, load_model, protocol_session
 from pathdep.io import atomic_write_json
 
 __all__ = [
@@ -44,13 +45,7 @@ def build_eval_suite(ws: Workspace):
 
     ev, cfg = ws.cfg.eval, ws.cfg
     forget = ws.examples(cfg.paths.forget_stage)[: ev.n_forget_prompts]
-    rcu = []
-    if ev.rcu_stage:
-        from llm.data import load_rcu_items
-
-        if ev.rcu_stage not in ws.files:
-            raise ProtocolError(f"eval.rcu_stage {ev.rcu_stage!r} is not a dataset")
-        rcu = load_rcu_items(ws.files[ev.rcu_stage])[: ev.n_rcu]
+    rcu = ws.rcu_items(ev.rcu_stage)[: ev.n_rcu] if ev.rcu_stage else []
     re_sets = []
     for name in ev.re_stages:
         re_sets.extend(ws.examples(name))
@@ -91,6 +86,39 @@ def evaluate_with_config(ws: Workspace, suite, model, math: bool):
     )
 
 
+# A run collapsed when its gradient vanishes for the rest of the run after it moved the model, or
+# its model scores every evaluated phrase as a uniform distribution over the vocabulary would.
+ZERO_GRADIENT = 1e-12
+UNIFORM_TOLERANCE = 1e-3
+
+
+def collapse_reason(records: list[dict], last_eval: dict, vocab_rows: int) -> str | None:
+    """Why a finished unlearning run's model collapsed (None: it did not).
+
+    Collapsed: the gradient moved the model and then vanished for the rest of the run (at least
+    two steps, or the last one of a two-step run), or the final evaluation scores every phrase
+    as a uniform distribution over the vocabulary would. A gradient that is zero from the first
+    step (a saturated objective, e.g. the paper's SimNPO on whole responses) leaves the model as
+    it was: that run did not forget, it did not collapse. ``records`` are the loop's per-step
+    records (``grad_norm``), ``last_eval`` the final evaluation, ``vocab_rows`` the output size.
+    """
+    norms = [r["grad_norm"] for r in records if "grad_norm" in r]
+    moved = [i for i, g in enumerate(norms) if g > ZERO_GRADIENT]
+    tail = len(norms) - 1 - moved[-1] if moved else 0
+    if moved and tail >= min(2, len(norms) - 1) and tail > 0:
+        first = records[len(norms) - tail]["step"]
+        return f"zero gradient from step {first} to the end (step {records[-1]['step']})"
+    if vocab_rows > 1:
+        uniform = -math.log(vocab_rows)
+        scores = [last_eval[k] for k in ("label", "phrases", "tofu") if k in last_eval]
+        if scores and all(abs(v - uniform) <= UNIFORM_TOLERANCE for v in scores):
+            return (
+                f"uniform output: every evaluated score is log(1/{vocab_rows}) = {uniform:.4f} "
+                "at the last evaluation"
+            )
+    return None
+
+
 def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method) -> dict:
     """Unlearn one path's model with one method into its run folder (resumes; a finished run is
     read back from its ``status.json``)."""
@@ -107,13 +135,17 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
     resumed = checkpoint_step(run.ckpt)
     MetricsLog(run.per_example, keep_up_to=resumed if resumed is not None else -1)  # drop stale
 
+    last_eval: dict[str, float] = {}
+
     def evaluator(model, step: int, final: bool) -> dict:
-        math = step == 0 or final or (math_every > 0 and step % math_every == 0)
-        summary, values, pred = evaluate_with_config(ws, suite, model, math)
+        with_math = step == 0 or final or (math_every > 0 and step % math_every == 0)
+        summary, values, pred = evaluate_with_config(ws, suite, model, with_math)
         save_pred(run.pred(step), pred)
         if info.is_main:
             with run.per_example.open("a") as f:
                 f.write(json.dumps({"step": step, **values}) + "\n")
+        last_eval.clear()
+        last_eval.update(summary)
         return summary
 
     retain = []
@@ -123,7 +155,7 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
     started = time.time()
     status: dict[str, Any] = {"path": path_name, "method": method.name}
     try:
-        unlearn(
+        _, records = unlearn(
             model,
             ws.tokenized(cfg.paths.forget_stage),
             method,
@@ -138,7 +170,10 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
             evaluator=evaluator,
             progress=ws.progress,
         )
-        status["status"] = "done"
+        reason = collapse_reason(records, last_eval, ws.vocab_rows)
+        status["status"] = "collapsed" if reason else "done"
+        if reason:
+            status["message"] = reason
     except NonFiniteError as err:
         status.update(status="non-finite", message=str(err))
     status["seconds"] = time.time() - started
@@ -172,41 +207,62 @@ class ProtocolResult:
     statuses: list[dict]
 
 
+def _failed_path_statuses(ws: Workspace, path: str, message: str) -> list[dict]:
+    """Statuses of every method of a path whose stages could not be trained."""
+    statuses = []
+    for method in ws.cfg.unlearn.methods:
+        status = {"path": path, "method": method.name, "status": "non-finite", "message": message}
+        if D.current().is_main:
+            atomic_write_json(ws.layout.run(path, method.name).status, status)
+        statuses.append(status)
+    return statuses
+
+
 def run_protocol(cfg: RunConfig, out: str | Path, progress: bool = True) -> ProtocolResult:
-    """Train every path (sharing prefixes), unlearn each with each method, evaluate, report."""
+    """Train every path (sharing prefixes), unlearn each with each method, evaluate, report.
+
+    Everything is checked before anything is written, and the output folder is locked for the
+    whole run (:func:`llm.workspace.protocol_session`). A stage or an unlearning run that turns
+    non-finite, or an unlearning run that collapses, is recorded in its status and the report
+    shows it as such; the other paths and methods still run.
+    """
+    from llm.loop import NonFiniteError
+    from llm.models import transformers_progress
     from llm.report import write_report
 
-    ws = open_workspace(cfg, out, progress)
-    layout = ws.layout
-    sequences = path_sequences(cfg.paths)
-    retrain = retrain_sequence(cfg.paths)
-    for name in {s for seq in sequences.values() for s in seq} | {cfg.paths.forget_stage}:
-        if name not in ws.files:
-            raise ProtocolError(f"stage {name!r} has no dataset; set data.files.{name}")
-    suite = build_eval_suite(ws)
-    if D.current().is_main:
-        sizes = {k: len(v) for k, v in suite.groups.items()}
-        sizes |= {"re": len(suite.re_examples), "math": len(suite.math_prompts)}
-        atomic_write_json(layout.eval_suite, {"sizes": sizes, "skipped": suite.skipped})
-    final_models = {name: ensure_prefix(ws, seq) for name, seq in sequences.items()}
-    retrain_dir = ensure_prefix(ws, retrain)
-    statuses = []
-    runs = [(name, d, m) for name, d in final_models.items() for m in cfg.unlearn.methods]
-    bar = tqdm(runs, desc="unlearning runs", disable=not (progress and D.current().is_main))
-    for name, model_dir, method in bar:
-        bar.set_postfix(path=name, method=method.name)
-        statuses.append(run_unlearning(ws, suite, name, model_dir, method))
-    evaluate_retrain(ws, suite, retrain_dir)
-    if D.current().is_main:
-        lengths = [sum(1 for t in ex.labels[1:] if t != -100) for ex in suite.re_examples]
-        atomic_write_json(layout.re_distance, re_distances(layout, lengths))
-        atomic_write_json(
-            layout.paths_json,
-            {"paths": {k: list(v) for k, v in sequences.items()}, "retrain": list(retrain)},
-        )
-        write_report(layout.root)
-    D.barrier()
-    return ProtocolResult(layout.root, sequences, list(ws.trained), statuses)
+    with transformers_progress(progress), protocol_session(cfg, out, progress) as ws:
+        layout, suite = ws.layout, ws.suite
+        sequences = path_sequences(cfg.paths)
+        retrain = retrain_sequence(cfg.paths)
+        if D.current().is_main:
+            sizes = {k: len(v) for k, v in suite.groups.items()}
+            sizes |= {"re": len(suite.re_examples), "math": len(suite.math_prompts)}
+            atomic_write_json(layout.eval_suite, {"sizes": sizes, "skipped": suite.skipped})
+        final_models, statuses = {}, []
+        for name, seq in sequences.items():
+            try:
+                final_models[name] = ensure_prefix(ws, seq)
+            except NonFiniteError as err:
+                statuses += _failed_path_statuses(ws, name, f"training {'-'.join(seq)}: {err}")
+        runs = [(name, d, m) for name, d in final_models.items() for m in cfg.unlearn.methods]
+        bar = tqdm(runs, desc="unlearning runs", disable=not (progress and D.current().is_main))
+        for name, model_dir, method in bar:
+            bar.set_postfix(path=name, method=method.name)
+            statuses.append(run_unlearning(ws, suite, name, model_dir, method))
+        try:
+            evaluate_retrain(ws, suite, ensure_prefix(ws, retrain))
+        except NonFiniteError as err:
+            statuses.append({"path": "retrain", "status": "non-finite", "message": str(err)})
+        if D.current().is_main:
+            lengths = [sum(1 for t in ex.labels[1:] if t != -100) for ex in suite.re_examples]
+            atomic_write_json(layout.re_distance, re_distances(layout, lengths))
+            atomic_write_json(
+                layout.paths_json,
+                {"paths": {k: list(v) for k, v in sequences.items()}, "retrain": list(retrain)},
+            )
+            write_report(layout.root)
+        D.barrier()
+        return ProtocolResult(layout.root, sequences, list(ws.trained), statuses)
 
 
 def check_config_paths(cfg: RunConfig) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 from llm.evaluate import forget_score, math_utility, tofu_utility
 from llm.layout import ProtocolLayout
+from pathdep.errors import BadInput
 from pathdep.io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
-class ReportError(ValueError):
+class ReportError(BadInput):
     """The folder holds no protocol metrics."""
 
 
@@ -84,19 +85,27 @@ COLUMNS = (
 
 
 def table1(out: str | Path) -> list[dict]:
-    """One row per (path, method) with the Table 1 scores and the run status."""
+    """One row per (path, method) with the run status and its Table 1 scores: for a run that
+    finished cleanly (``done``) or is still under way (``running``, so far); a non-finite or
+    collapsed run has no scores to show."""
     out = Path(out)
+    layout = ProtocolLayout(out)
+    folders = layout.unlearning_runs()
+    if not folders:
+        raise ReportError(f"{out} has no unlearning runs (not a protocol output)")
+    records = (
+        load_runs(out)
+        if any(r.metrics.exists() for m in folders.values() for r in m.values())
+        else {}
+    )
     rows = []
-    for path, methods in load_runs(out).items():
-        for method, records in methods.items():
-            rows.append(
-                {
-                    "path": path,
-                    "method": method,
-                    "status": run_status(out, path, method),
-                    **summary_row(records),
-                }
-            )
+    for path, methods in folders.items():
+        for method in methods:
+            row = {"path": path, "method": method, "status": run_status(out, path, method)}
+            recs = records.get(path, {}).get(method)
+            if row["status"] in ("done", "running") and recs:
+                row |= summary_row(recs)
+            rows.append(row)
     return rows
 
 
@@ -110,9 +119,9 @@ def table1_markdown(rows: list[dict]) -> str:
     methods = sorted({r["method"] for r in rows})
     lookup = {(r["path"], r["method"]): r for r in rows}
     lines = []
-    for col in COLUMNS:
-        if not any(col in r for r in rows):
-            continue
+    # Every score some run has; when no run has one (all failed), the main two, all "–".
+    shown = [c for c in COLUMNS if any(c in r for r in rows)] or [COLUMNS[0], COLUMNS[-1]]
+    for col in shown:
         lines.append(f"**{col.replace('_', ' ')}**\n")
         lines.append("| path | " + " | ".join(methods) + " |")
         lines.append("|---|" + "---|" * len(methods))
@@ -120,9 +129,11 @@ def table1_markdown(rows: list[dict]) -> str:
             cells = []
             for m in methods:
                 r = lookup.get((p, m), {})
-                cell = _fmt(r[col]) if col in r else "-"
-                if r.get("status") not in (None, "done"):
-                    cell += f" ({r['status']})"
+                cell = _fmt(r[col]) if col in r else "–"
+                if r.get("status") == "running":
+                    cell += " (running)"
+                elif r.get("status") not in (None, "done"):
+                    cell = f"– ({r['status']})"  # a failed run's last numbers are no result
                 cells.append(cell)
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -187,7 +198,10 @@ def figures(out: str | Path, folder: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out = Path(out)
-    runs = load_runs(out)
+    try:
+        runs = load_runs(out)
+    except ReportError:  # no run measured anything (every path failed to train): no curves
+        return []
     written = []
     f1 = folder / "fig1_label_logprob.png"
     _panels(_curves(runs, "label"), "avg log-prob of label", "label", f1)
@@ -241,21 +255,27 @@ def write_report(out: str | Path) -> dict[str, Path]:
     out = Path(out)
     layout = ProtocolLayout(out)
     folder = layout.report
+    rows = table1(out)  # reads (and checks) everything before the first write
     folder.mkdir(parents=True, exist_ok=True)
-    rows = table1(out)
     md = "# Table 1 (forget score, TOFU utility, math utility)\n\n" + table1_markdown(rows)
     re_file = layout.re_distance
     if re_file.exists():
         re = json.loads(re_file.read_text())
         md += "\n## RE distance at the last evaluated step\n\n| method | pair | distance |\n"
         md += "|---|---|---|\n"
+        failed = {(r["path"], r["method"]): r["status"] for r in rows if r["status"] != "done"}
+
+        def cell(method: str, paths: list[str], value: float) -> str:
+            bad = [failed[p, method] for p in paths if (p, method) in failed]
+            return f"– ({bad[0]})" if bad else f"{value:.4g}"
+
         for m, e in sorted(re.items()):
             if not e["steps"]:
                 continue
             for p, v in sorted(e["to_retrain"].items()):
-                md += f"| {m} | {p} vs retrain | {v[-1]:.4g} |\n"
+                md += f"| {m} | {p} vs retrain | {cell(m, [p], v[-1])} |\n"
             for pair, v in sorted(e["between"].items()):
-                md += f"| {m} | {pair.replace('|', ' vs ')} | {v[-1]:.4g} |\n"
+                md += f"| {m} | {pair.replace('|', ' vs ')} | {cell(m, pair.split('|'), v[-1])} |\n"
     atomic_write_text(folder / "table1.md", md)
     atomic_write_text(folder / "table1.csv", table1_csv(rows))
     atomic_write_json(folder / "summary.json", rows)

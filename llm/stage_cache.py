@@ -9,6 +9,7 @@ same cache. The entry is written to a temporary folder and renamed into place; i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -20,6 +21,7 @@ from llm.config import RunConfig, lora_shape, to_dict
 from llm.layout import CacheEntry
 from llm.workspace import ProtocolError, Workspace, load_model
 from pathdep.io import atomic_dir, content_hash
+from pathdep.lock import hold_waiting
 
 
 def model_identity(path: str | Path) -> str:
@@ -62,16 +64,31 @@ def prefix_key(
 
 
 def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
-    """Model folder after training ``prefix``; trains only the stages not yet in the cache."""
-    from llm.batches import stable_seed
-    from llm.train import train_stage
+    """Model folder after training ``prefix``; trains only the stages not yet in the cache.
 
+    Each entry is trained under its own lock (``<cache>/<key>.lock``), so runs sharing a cache
+    never train the same prefix twice: a second run waits for the first, then finds the entry.
+    """
     if not prefix:
         return ws.base_path
     entry = CacheEntry(ws.cache, prefix_key(ws.cfg, ws.base_id, prefix, ws.digests))
     if entry.stage_json.exists():
         return entry.model
-    parent = ensure_prefix(ws, prefix[:-1])
+    parent = ensure_prefix(ws, prefix[:-1])  # before taking this entry's lock: never nested
+    with contextlib.ExitStack() as stack:
+        if D.current().is_main:
+            stack.enter_context(hold_waiting(entry.lock, f"stage cache entry {entry.root}"))
+        D.barrier()
+        if not entry.stage_json.exists():  # another run may have finished it while we waited
+            _train_entry(ws, prefix, entry, parent)
+        D.barrier()
+    return entry.model
+
+
+def _train_entry(ws: Workspace, prefix: tuple[str, ...], entry: CacheEntry, parent: Path) -> None:
+    from llm.batches import stable_seed
+    from llm.train import train_stage
+
     cfg, info = ws.cfg, D.current()
     stage = cfg.stage(prefix[-1])
     fsdp = cfg.distributed.strategy == "fsdp" and info.world_size > 1
@@ -112,7 +129,5 @@ def ensure_prefix(ws: Workspace, prefix: tuple[str, ...]) -> Path:
             }
             (tmp / "stage.json").write_text(json.dumps(meta, indent=1) + "\n")
         shutil.rmtree(entry.ckpt, ignore_errors=True)
-    D.barrier()
     ws.trained.append(prefix)
     del model
-    return entry.model

@@ -1,9 +1,19 @@
 """A protocol's workspace: the config, the output layout, the tokenizers and the datasets, loaded
-once and shared by training, unlearning and evaluation."""
+once and shared by training, unlearning and evaluation.
+
+Check, then write. :func:`prepare_workspace` resolves and checks everything a run needs (the
+output location, the model folder and its weights, the template tokenizer against the model, every
+dataset fully parsed and tokenised, the evaluation items, the length of every stage) and writes
+nothing; :func:`protocol_session` then takes the output folder's lock and writes the resolved
+config and the datasets. A failed check leaves ``--out`` exactly as it was.
+"""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,13 +21,19 @@ from typing import Any
 import torch
 
 from llm import distributed as D
-from llm.config import RunConfig, config_hash, save_resolved
+from llm.config import RunConfig, config_hash, path_sequences, retrain_sequence, save_resolved
 from llm.layout import ProtocolLayout
 from pathdep.configs import saved_hash
-from pathdep.io import file_digest
+from pathdep.errors import BadInput
+from pathdep.io import atomic_write_text, check_output_folder, file_digest
+from pathdep.lock import LockedError, hold
+
+# A stage or an unlearning run longer than this many examples seen (epochs x examples) is a
+# config error, not a run: its batch plan alone would not fit in memory.
+MAX_EXAMPLES_SEEN = 10**8
 
 
-class ProtocolError(ValueError):
+class ProtocolError(BadInput):
     """Bad input to the protocol (missing dataset, model folder, mismatched config)."""
 
 
@@ -38,6 +54,9 @@ class Workspace:
     trained: list[tuple[str, ...]] = field(default_factory=list)
     replay: list | None = None  # the tokenised finetune.replay_docs, built on first use
     progress: bool = True
+    pending: dict[Path, str] = field(default_factory=dict)  # files to write: path -> text
+    suite: Any = None  # the evaluation items (llm.evaluate.EvalSuite), built by the checks
+    vocab_rows: int = 0  # rows of the model's output layer: uniform output scores -log(rows)
 
     @property
     def out(self) -> Path:
@@ -48,6 +67,9 @@ class Workspace:
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
+    def _text(self, name: str) -> str | None:
+        return self.pending.get(self.files[name])
+
     def examples(self, name: str) -> list:
         if name not in self.raw:
             from llm.data import load_examples
@@ -57,7 +79,17 @@ class Workspace:
                     f"no dataset named {name!r} (known: {', '.join(sorted(self.files))}); "
                     f"set data.files.{name}"
                 )
-            self.raw[name] = load_examples(self.files[name])
+            self.raw[name] = load_examples(self.files[name], text=self._text(name))
+        return self.raw[name]
+
+    def rcu_items(self, name: str) -> list:
+        """The R/C/U items of dataset ``name`` (prompt, refusal, compliance_c, compliance_u)."""
+        if name not in self.raw:
+            from llm.data import load_rcu_items
+
+            if name not in self.files:
+                raise ProtocolError(f"eval.rcu_stage {name!r} is not a dataset")
+            self.raw[name] = load_rcu_items(self.files[name], text=self._text(name))
         return self.raw[name]
 
     def tokenized(self, name: str) -> list:
@@ -131,60 +163,172 @@ def load_model(ws_or_cfg: Workspace | RunConfig, path: Path, on_cpu: bool = Fals
     return model
 
 
-def prepare_data(cfg: RunConfig, layout: ProtocolLayout) -> dict[str, Path]:
-    """Write the synthetic datasets (if asked) and merge in ``data.files``."""
+def dataset_files(cfg: RunConfig, layout: ProtocolLayout) -> tuple[dict[str, Path], dict]:
+    """(name -> path, path -> text still to write): the synthetic datasets (computed, not yet
+    written, under ``data/``) with the files of ``data.files`` merged in."""
     files: dict[str, Path] = {}
+    pending: dict[Path, str] = {}
     if cfg.data.synthetic:
-        from llm.synthetic import write_default_datasets
+        from llm.synthetic import default_dataset_files
 
-        if D.current().is_main:
-            write_default_datasets(layout.data, dict(cfg.data.sizes) or None, cfg.data.seed)
-        D.barrier()
-        manifest = json.loads(layout.manifest.read_text())
-        files = {k: layout.data / v for k, v in manifest["files"].items()}
+        try:
+            texts = default_dataset_files(dict(cfg.data.sizes) or None, cfg.data.seed)
+        except (TypeError, ValueError) as err:
+            raise ProtocolError(str(err)) from None
+        for name, text in texts.items():
+            pending[layout.data / name] = text
+            if name.endswith(".jsonl"):
+                files[name.removesuffix(".jsonl")] = layout.data / name
     for name, p in cfg.data.files.items():
         path = Path(p).expanduser()
         if not path.is_file():
             raise ProtocolError(f"data.files.{name}: file not found: {path}")
         files[name] = path
-    return files
+    return files, pending
 
 
-def open_workspace(cfg: RunConfig, out: str | Path, progress: bool = True) -> Workspace:
-    """Check the output folder against the config, prepare data, load the tokenizer."""
-    from llm.models import load_tokenizer
+def _used_datasets(cfg: RunConfig) -> set[str]:
+    """Every dataset the run trains, unlearns or evaluates on."""
+    used = {s for seq in path_sequences(cfg.paths).values() for s in seq}
+    used |= set(retrain_sequence(cfg.paths)) | {cfg.paths.forget_stage}
+    used |= {m.retain_stage for m in cfg.unlearn.methods if m.retain_weight > 0}
+    ev = cfg.eval
+    used |= {ev.tofu_stage, ev.math_stage, ev.rcu_stage, *ev.re_stages} - {""}
+    return used
+
+
+def _check_lengths(ws: Workspace) -> None:
+    cfg = ws.cfg
+    runs = [(f"stages.{s.name}", s.epochs, s.name) for s in cfg.stages if s.name in ws.files]
+    runs.append(("unlearn", cfg.unlearn.epochs, cfg.paths.forget_stage))
+    for where, epochs, name in runs:
+        seen = epochs * len(ws.examples(name))
+        if not math.isfinite(seen) or seen > MAX_EXAMPLES_SEEN:
+            raise ProtocolError(
+                f"{where}.epochs = {epochs:g} on {len(ws.examples(name))} examples is "
+                f"{seen:.3g} examples seen (the limit is {MAX_EXAMPLES_SEEN:.0e})"
+            )
+
+
+def _check_model(cfg: RunConfig, base_path: Path) -> tuple[Any, Any, int]:
+    """(tokenizer, template tokenizer or None, output rows) of a checked model folder."""
+    import json
+
+    from llm.models import check_model_folder, check_same_vocab, load_tokenizer
+
+    check_model_folder(base_path)
+    tokenizer = load_tokenizer(str(base_path), cfg.model.trust_remote_code)
+    template = None
+    if cfg.model.template_path:
+        folder = Path(cfg.model.template_path).expanduser()
+        template = load_tokenizer(folder, cfg.model.trust_remote_code)
+        check_same_vocab(tokenizer, template, base_path, folder)
+    rows = int(json.loads((base_path / "config.json").read_text()).get("vocab_size", 0) or 0)
+    if rows and len(tokenizer) > rows:
+        raise ProtocolError(
+            f"{base_path}: tokenizer has {len(tokenizer)} tokens but the model only {rows} "
+            "output rows (the tokenizer does not belong to this model)"
+        )
+    return tokenizer, template, rows
+
+
+def prepare_workspace(cfg: RunConfig, out: str | Path, progress: bool = True) -> Workspace:
+    """Resolve and check everything the run needs; writes nothing under ``out``."""
+    from llm.protocol import build_eval_suite
     from llm.stage_cache import model_identity
 
     layout = ProtocolLayout(Path(out))
     info = D.init_from_env(cfg.model.device)
-    base_path = resolve_model_path(cfg.model.path)  # fail before writing anything
-    for name, p in cfg.data.files.items():
-        if not Path(p).expanduser().is_file():
-            raise ProtocolError(f"data.files.{name}: file not found: {p}")
+    check_output_folder(layout.root)
     old = saved_hash(layout.root)
     if old is not None and old != config_hash(cfg):
         raise ProtocolError(
             f"{layout.root} holds a run of a different config (hash {old} != "
             f"{config_hash(cfg)}); use a new --out"
         )
-    if info.is_main:
-        layout.root.mkdir(parents=True, exist_ok=True)
-        save_resolved(cfg, layout.root)
-    D.barrier()
-    files = prepare_data(cfg, layout)
-    tokenizer = load_tokenizer(str(base_path))
-    template = load_tokenizer(cfg.model.template_path) if cfg.model.template_path else None
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else layout.cache
-    return Workspace(
+    base_path = resolve_model_path(cfg.model.path)
+    tokenizer, template, rows = _check_model(cfg, base_path)
+    files, pending = dataset_files(cfg, layout)
+    missing = sorted(_used_datasets(cfg) - set(files))
+    if missing:
+        raise ProtocolError(
+            f"no dataset for {', '.join(map(repr, missing))}; set data.files.{missing[0]}"
+        )
+    digests = {
+        name: (
+            hashlib.sha256(pending[path].encode("utf-8")).hexdigest()
+            if path in pending
+            else file_digest(path)
+        )[:16]
+        for name, path in files.items()
+    }
+    ws = Workspace(
         cfg=cfg,
         layout=layout,
-        cache=cache,
+        cache=Path(cfg.cache_dir).expanduser() if cfg.cache_dir else layout.cache,
         base_path=base_path,
         base_id=model_identity(base_path),
         tokenizer=tokenizer,
         template_tokenizer=template,
         device=D.resolve_device(cfg.model.device, info),
         files=files,
-        digests={k: file_digest(p)[:16] for k, p in files.items()},
+        digests=digests,
         progress=progress,
+        pending=pending,
+        vocab_rows=rows,
     )
+    # Every dataset fully parsed (R/C/U items: the eval.rcu_stage file, and the synthetic "rcu"
+    # unless data.files replaces it), the used ones tokenised.
+    items = {cfg.eval.rcu_stage} | ({"rcu"} if files.get("rcu") in pending else set())
+    for name in sorted(files):
+        if name in items:
+            ws.rcu_items(name)
+        else:
+            ws.examples(name)
+    for name in sorted(_used_datasets(cfg) - {cfg.eval.rcu_stage}):
+        ws.tokenized(name)
+    _check_lengths(ws)
+    try:
+        ws.suite = build_eval_suite(ws)
+    except ValueError as err:
+        if isinstance(err, BadInput):
+            raise
+        raise ProtocolError(f"evaluation: {err}") from None
+    return ws
+
+
+def write_workspace(ws: Workspace) -> None:
+    """Write the resolved config and the datasets (main process), once the checks passed."""
+    if D.current().is_main:
+        ws.layout.root.mkdir(parents=True, exist_ok=True)
+        save_resolved(ws.cfg, ws.layout.root)
+        for path, text in ws.pending.items():
+            atomic_write_text(path, text)
+    D.barrier()
+
+
+@contextlib.contextmanager
+def protocol_session(cfg: RunConfig, out: str | Path, progress: bool = True) -> Iterator[Workspace]:
+    """Check everything, take ``out``'s lock (main process), write, and yield the workspace;
+    the lock is held until the block ends. A second run into ``out`` is refused at once."""
+    ws = prepare_workspace(cfg, out, progress)
+    with contextlib.ExitStack() as stack:
+        refused = None
+        if D.current().is_main:
+            try:
+                stack.enter_context(hold(ws.layout.root))
+            except LockedError as err:
+                refused = str(err)
+        refusals = [r for r in D.gather_objects(refused) if r]
+        if refusals:  # every process stops, not only the one that tried the lock
+            raise LockedError(refusals[0])
+        write_workspace(ws)
+        yield ws
+
+
+def open_workspace(cfg: RunConfig, out: str | Path, progress: bool = True) -> Workspace:
+    """Check everything, then write config and datasets (no lock: for a caller that holds it
+    or runs alone, such as a notebook looking at one stage)."""
+    ws = prepare_workspace(cfg, out, progress)
+    write_workspace(ws)
+    return ws

@@ -27,10 +27,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pathdep.errors import BadInput
 from pathdep.io import atomic_write_json, atomic_write_text, content_hash, to_jsonable
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A config file, table or override that does not describe a valid run; the message names the
     key (and the file, when there is one)."""
 
@@ -58,6 +59,19 @@ def option(default: Any, help: str) -> Any:
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_finite(cfg: Any, where: str = "") -> None:
+    """Every float of a config (nested configs, tuples included) is finite; raises ConfigError
+    naming the field. For configs built in code, which :func:`from_dict` did not parse."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            check_finite(getattr(cfg, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(cfg, list | tuple):
+        for i, v in enumerate(cfg):
+            check_finite(v, f"{where}[{i}]")
+    elif isinstance(cfg, float) and not math.isfinite(cfg):
+        raise ConfigError(f"{where}: expected a finite number, got {cfg!r}")
 
 
 def help_text(cls: type) -> dict[str, str]:

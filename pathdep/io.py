@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -23,6 +24,32 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pathdep.errors import BadInput
+
+
+class OutputPathError(BadInput):
+    """An output location that cannot be a folder (it is a file, or under one)."""
+
+
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Check, writing nothing, that ``path`` is or can become a writable folder.
+
+    Raises:
+        OutputPathError: ``path`` (or an ancestor) is a file.
+        OSError: the nearest existing ancestor is not writable (EACCES; exit status 1).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"output folder {path} is a file")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"cannot create {path}: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OSError(errno.EACCES, "the folder is not writable", str(ancestor))
+    return path
 
 
 def _umask() -> int:

@@ -25,10 +25,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pathdep.errors import BadInput
+
 LOCK_NAME = ".lock"
 
 
-class LockedError(RuntimeError):
+class LockedError(BadInput):
     """The folder (or cache entry) is held by another live process; the message names it."""
 
 

@@ -70,6 +70,14 @@ class BenchConfig:
     workers: int = field(default_factory=usable_cores)
     seed: int = 0
 
+    def memory_bytes(self) -> float:
+        """A generous estimate of the memory of the JAX check (bytes), over all workers."""
+        chunk = min(self.chunk_size, self.n_instances)
+        check = TheoremConfig(
+            n_instances=chunk, shapes=(self.shape,), n_steps=self.n_steps, chunk_size=chunk
+        )
+        return self.workers * check.memory_bytes()
+
     def __post_init__(self) -> None:
         for name in ("n_instances", "chunk_size", "n_steps", "workers"):
             if getattr(self, name) < 1:

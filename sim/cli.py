@@ -18,15 +18,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import matplotlib.pyplot as plt
 
-from pathdep.configs import from_dict, load_toml, save_config, to_dict
-from pathdep.io import atomic_save_figure, atomic_write_csv, atomic_write_json
+from pathdep.cli import OneLineParser, run_command
+from pathdep.configs import (
+    ConfigError,
+    check_finite,
+    from_dict,
+    load_toml,
+    save_config,
+    to_dict,
+)
+from pathdep.errors import BadInput
+from pathdep.io import (
+    atomic_save_figure,
+    atomic_write_csv,
+    atomic_write_json,
+    check_output_folder,
+)
+from pathdep.lock import hold
+from pathdep.resources import check_fits
 from sim.bench import BenchConfig
 from sim.models import MODEL_KINDS
 from sim.paths import TRAINERS, PathsConfig, all_orders, run_paths
@@ -34,12 +49,6 @@ from sim.sweeps import SWEEP_PARAMETERS, SweepConfig
 from sim.theorem import TheoremConfig
 from sim.training import OPTIMIZERS, SCHEDULES
 from sim.unlearning import OBJECTIVES
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, status 2
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -226,8 +235,8 @@ def sweep_config_from_args(a: argparse.Namespace) -> SweepConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m sim", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog="python -m sim", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     t = sub.add_parser("theorem", help="Monte Carlo check of Theorem 3.1")
     _add_options(t, THEOREM_OPTIONS, TheoremConfig())
     t.add_argument(
@@ -257,12 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _locked(out: Path, body) -> int:
+    """Check the output folder (writing nothing), then run ``body`` holding its lock."""
+    check_output_folder(out)
+    with hold(out):
+        return body()
+
+
 def _theorem(a) -> int:
+    if a.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {a.workers}")
+    cfg = config_from_args(TheoremConfig, a, THEOREM_OPTIONS)
+    out = a.out or Path("results/sim/theorem")
+    check_finite(cfg)
+    check_fits(a.workers * cfg.memory_bytes(), f"the check with {cfg.n_steps} steps")
+    return _locked(out, lambda: _write_theorem(a, cfg, out))
+
+
+def _write_theorem(a, cfg, out: Path) -> int:
     from sim.plots import theorem_figure
     from sim.theorem import INSTANCE_FIELDS, run_theorem_check
 
-    cfg = config_from_args(TheoremConfig, a, THEOREM_OPTIONS)
-    out = a.out or Path("results/sim/theorem")
     save_config(cfg, out)
     res = run_theorem_check(cfg, progress=not a.no_progress, workers=a.workers)
     summary = res.summary()
@@ -284,10 +308,16 @@ def _theorem(a) -> int:
 
 
 def _paths(a) -> int:
-    from sim.plots import paths_figure
-
     cfg = paths_config_from_args(a)
     out = a.out or Path("results/sim/paths")
+    check_finite(cfg)
+    check_fits(cfg.memory_bytes(), f"sim paths with {cfg.unlearn.steps} unlearning steps")
+    return _locked(out, lambda: _write_paths(cfg, out))
+
+
+def _write_paths(cfg, out: Path) -> int:
+    from sim.plots import paths_figure
+
     save_config(cfg, out)
     res = run_paths(cfg)
     summary = res.summary()
@@ -321,11 +351,16 @@ def _paths(a) -> int:
 
 
 def _sweep(a) -> int:
+    cfg = sweep_config_from_args(a)
+    out = a.out or Path(f"results/sim/sweep_{cfg.parameter}")
+    check_finite(cfg)
+    return _locked(out, lambda: _write_sweep(a, cfg, out))
+
+
+def _write_sweep(a, cfg, out: Path) -> int:
     from sim.plots import sweep_figure
     from sim.sweeps import run_sweep
 
-    cfg = sweep_config_from_args(a)
-    out = a.out or Path(f"results/sim/sweep_{cfg.parameter}")
     save_config(cfg, out)
     rows = run_sweep(cfg, progress=not a.no_progress)
     atomic_write_csv(out / "sweep.csv", rows)
@@ -337,9 +372,17 @@ def _sweep(a) -> int:
 
 
 def _bench(a) -> int:
+    cfg = config_from_args(BenchConfig, a, BENCH_OPTIONS)
+    check_finite(cfg)
+    check_fits(cfg.memory_bytes(), f"the benchmark with {cfg.n_steps} steps")
+    if a.out is not None:
+        return _locked(a.out, lambda: _write_bench(a, cfg))
+    return _write_bench(a, cfg)
+
+
+def _write_bench(a, cfg) -> int:
     from sim.bench import run_bench
 
-    cfg = config_from_args(BenchConfig, a, BENCH_OPTIONS)
     if a.out is not None:
         save_config(cfg, a.out)
     res = run_bench(cfg, progress=not a.no_progress)
@@ -379,9 +422,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handler = {"theorem": _theorem, "paths": _paths, "sweep": _sweep, "bench": _bench}
-    try:
-        return handler[args.command](args)
-    except ValueError as exc:  # bad configuration values (ConfigError too): one line, status 2
-        message = " ".join(str(exc).split())
-        sys.stderr.write(f"python -m sim {args.command}: error: {message}\n")
-        return 2
+
+    def body() -> int:
+        try:
+            return handler[args.command](args)
+        except BadInput:
+            raise
+        except ValueError as exc:  # a config class's own check: bad input, one line
+            raise ConfigError(" ".join(str(exc).split())) from None
+
+    return run_command(body, prog=f"python -m sim {args.command}")

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pathdep.configs import check_finite
+from pathdep.resources import check_fits
 from sim.models import Model, ModelConfig, Params, make_model
 from sim.training import OptimizerConfig, proximal_stage, train_stage
 from sim.unlearning import UnlearnConfig, unlearn
@@ -113,6 +115,14 @@ class PathsConfig:
         if self.orders is not None:
             return self.orders
         return forget_position_orders(self.data.n_stages)
+
+    def memory_bytes(self) -> float:
+        """A generous estimate of a run's per-step arrays (bytes): every path's test
+        predictions, traces and pairwise distances per unlearning step, and training records."""
+        n = len(self.resolved_orders())
+        per_step = n * (self.data.m + n + 8)
+        training = n * self.data.n_stages * (self.optimizer.epochs + 1) * 8
+        return 8.0 * 4 * ((self.unlearn.steps + 1) * per_step + training)
 
 
 def forget_position_orders(n_stages: int) -> tuple[tuple[int, ...], ...]:
@@ -230,6 +240,8 @@ class PathsResult:
 
 def run_paths(cfg: PathsConfig) -> PathsResult:
     """Train every path, unlearn each with ``cfg.unlearn``, and record the traces."""
+    check_finite(cfg)
+    check_fits(cfg.memory_bytes(), f"sim paths with {cfg.unlearn.steps} unlearning steps")
     model = make_model(cfg.model)
     root = jax.random.key(cfg.seed)
     stages = make_stages(cfg.data, jax.random.fold_in(root, 1))

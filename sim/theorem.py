@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from pathdep.configs import check_finite
+from pathdep.resources import check_fits
 from sim.instances import InstanceDistribution, InstanceShape, LinearInstance, sample_instance
 from sim.parallel import pinned_pool
 from sim.spectral import SpectralCheck, check_instance
@@ -68,6 +70,16 @@ class TheoremConfig:
     n_steps: int = 200
     chunk_size: int = 500
     seed: int = 0
+
+    def memory_bytes(self) -> float:
+        """A generous estimate of one chunk's arrays (bytes): the instances' matrices and the
+        per-step curves of every instance."""
+        chunk = min(self.chunk_size, self.n_instances)
+        per_instance = max(
+            s.d * (s.n_a + s.n_b + s.k + s.m + s.d) + (self.n_steps + 1) * (s.m * (s.k + 2) + 8)
+            for s in self.shapes
+        )
+        return 8.0 * 2 * chunk * per_instance
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shapes", tuple(self.shapes))  # hashable, whatever was passed
@@ -257,6 +269,8 @@ def run_theorem_check(
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    check_finite(config)
+    check_fits(workers * config.memory_bytes(), f"the check with {config.n_steps} steps")
     per_shape = -(-n_examples // len(config.shapes))  # curves of the first instances per shape
     parts: dict[str, list[np.ndarray]] = {}
     examples: list[tuple[np.ndarray, np.ndarray, float, int]] = []  # curve, bound, t0, shape

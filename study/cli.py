@@ -5,7 +5,8 @@
     python -m study --out results/demo --report-only --set thresholds.deep_ratio=0.4
 
 Options that set config values override the ``--config`` file's (or the defaults). Bad input exits
-with status 2 and one line on stderr.
+with status 2 and one line on stderr, having written nothing; a run that turned non-finite or
+collapsed exits with status 1 once its report is written.
 """
 
 from __future__ import annotations
@@ -14,17 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pathdep.configs import ConfigError, apply_overrides, from_dict, read_toml
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, status 2 (argparse prints the usage too)
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(2)
+from pathdep.cli import OneLineParser, run_command
+from pathdep.configs import apply_overrides, from_dict, read_toml
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="python -m study",
         description="Theorem 3.1, the sim path study and the LLM protocol on the default Llama "
         "and Qwen2, with one report that says what reproduced.",
@@ -87,11 +83,11 @@ def config_from_args(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from llm.protocol import ProtocolError
-    from study.config import StudyError
-    from study.job import run_study
 
-    try:
+    def body() -> int:
+        from study.config import StudyError
+        from study.job import run_study
+
         if args.threads < 0:
             raise StudyError(f"--threads must be >= 0, got {args.threads}")
         cfg = config_from_args(args)
@@ -99,8 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        run_study(cfg, Path(args.out), progress=not args.no_progress, report_only=args.report_only)
-    except (StudyError, ConfigError, ProtocolError) as err:
-        print(f"error: {err}".splitlines()[0], file=sys.stderr)
-        return 2
-    return 0
+        metrics = run_study(
+            cfg, Path(args.out), progress=not args.no_progress, report_only=args.report_only
+        )
+        for line in metrics["failed_runs"]:  # the report is written; the job still failed
+            print(f"failed: {line}", file=sys.stderr)
+        return 1 if metrics["failed_runs"] else 0
+
+    return run_command(body, prog="python -m study")

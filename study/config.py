@@ -16,6 +16,7 @@ from typing import Any
 
 from pathdep.configs import ConfigError, apply_overrides
 from pathdep.configs import option as _o
+from pathdep.errors import BadInput
 
 ARCHS = ("llama", "qwen2")
 
@@ -37,11 +38,12 @@ QUICK_RCU_OVERRIDES = (
     "eval.n_rcu=4",
     "eval.n_re=4",
 )
+
 # --quick: every stage trained for this many epochs (stages are an array, not a dotted key).
 QUICK_EPOCHS = 1.0
 
 
-class StudyError(ValueError):
+class StudyError(BadInput):
     """Bad input to the main job (seeds, folders, architectures)."""
 
 

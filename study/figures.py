@@ -18,15 +18,21 @@ def plot_label_curves(metrics: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    archs = metrics["job"]["archs"]
+    archs = [a for a in metrics["job"]["archs"] if "incomplete" not in metrics["llm"][a]]
+    if not archs:
+        return
     methods = metrics["llm"][archs[0]]["methods"]
     fig, axes = plt.subplots(
         len(archs), len(methods), figsize=(3.6 * len(methods), 2.9 * len(archs)), squeeze=False
     )
     for i, arch in enumerate(archs):
         a = metrics["llm"][arch]
+        failed = a["findings"].get("failed_methods", {})
         for j, m in enumerate(methods):
             ax = axes[i][j]
+            if m in failed:  # a failed run's curve is no result
+                ax.set_title(f"{arch}, {m}: {failed[m].split(':')[1].strip()}", fontsize=9)
+                continue
             for p in a["paths"]:
                 curves = [s["methods_data"][m]["paths"][p]["label_curve"] for s in a["seeds"]]
                 n = min(len(c) for c in curves)

@@ -13,12 +13,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llm.models import transformers_progress
 from pathdep.configs import ConfigError, config_hash, save_config, saved_hash, to_dict
-from pathdep.io import atomic_write_json, atomic_write_text
+from pathdep.io import atomic_write_json, atomic_write_text, check_output_folder
+from pathdep.lock import hold
 from study.config import StudyConfig, StudyError
 from study.figures import plot_label_curves
 from study.layout import StudyLayout
-from study.phases import existing_folders, log, resolve_models, run_llm, run_sim, run_theory
+from study.phases import (
+    existing_folders,
+    log,
+    protocol_configs,
+    resolve_models,
+    run_llm,
+    run_sim,
+    run_theory,
+)
 from study.render import render_report
 from study.results import path_sequences, protocol_numbers, vocab_size
 from study.verdicts import SUMMARY_ROWS, findings, precondition, rcu_findings, summarise
@@ -33,6 +43,10 @@ def analyse(
     for arch, seeds in folders["runs"].items():
         vocab = vocab_size(models[arch])
         nums = [protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(seeds.items())]
+        broken = [n["incomplete"] for n in nums if "incomplete" in n]
+        if broken:  # a stage failed: no verdict can be computed for this architecture
+            result[arch] = {"folders": [seeds[k] for k in sorted(seeds)], "incomplete": broken[0]}
+            continue
         sequences = path_sequences(layout.root / seeds["0"])
         entry: dict[str, Any] = {
             "folders": [seeds[k] for k in sorted(seeds)],
@@ -49,7 +63,12 @@ def analyse(
             rnums = [
                 protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(rseeds.items())
             ]
-            entry["rcu"] = rcu_findings(rnums, th)
+            broken = [n["incomplete"] for n in rnums if "incomplete" in n]
+            entry["rcu"] = (
+                {"method": "", "failed": broken[0], "orders": {}, "reproduced": None}
+                if broken
+                else rcu_findings(rnums, th)
+            )
             entry["rcu_folders"] = [rseeds[k] for k in sorted(rseeds)]
         result[arch] = entry
     return result
@@ -69,6 +88,7 @@ def run_study(
     folders already in ``out`` (e.g. with other thresholds) and keeps their phase times.
     """
     layout = StudyLayout(Path(out))
+    check_output_folder(layout.root)
     old = saved_hash(layout.root)
     if not report_only and old is not None and old != config_hash(cfg):
         raise StudyError(
@@ -78,27 +98,32 @@ def run_study(
     timings: dict[str, float] = {}
     t = time.perf_counter()
     log(progress, "phase 1/5: default models (built once, then cached)")
-    models = resolve_models(cfg, progress)
+    models = resolve_models(cfg, progress)  # into the model cache, not into out
     timings["models"] = time.perf_counter() - t
-    layout.root.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, layout.root)
-    t = time.perf_counter()
-    log(progress, "phase 2/5: Theorem 3.1 and the linear recency prediction")
-    theory = run_theory(layout.theory)
-    timings["theory"] = time.perf_counter() - t
-    t = time.perf_counter()
-    log(progress, "phase 3/5: simulation path study (sim.paths)")
-    sim = run_sim(layout.sim)
-    timings["sim"] = time.perf_counter() - t
-    log(progress, f"phase 4/5: LLM protocol on {', '.join(cfg.archs)} x {cfg.seeds} seed(s)")
-    if report_only:
-        folders = existing_folders(cfg, layout)
-        if layout.metrics.is_file():  # keep the times of the run that produced the folders
-            for k, v in json.loads(layout.metrics.read_text())["timings"]:
-                if k.startswith(("llm_", "rcu_")):
-                    timings[k] = v
-    else:
-        folders = run_llm(cfg, layout, models, timings, progress)
+    configs = protocol_configs(cfg, layout, models)  # every protocol's config checked first
+    with transformers_progress(progress), hold(layout.root):
+        save_config(cfg, layout.root)
+        t = time.perf_counter()
+        log(progress, "phase 2/5: Theorem 3.1 and the linear recency prediction")
+        theory = run_theory(layout.theory)
+        timings["theory"] = time.perf_counter() - t
+        t = time.perf_counter()
+        log(progress, "phase 3/5: simulation path study (sim.paths)")
+        sim = run_sim(layout.sim)
+        timings["sim"] = time.perf_counter() - t
+        log(progress, f"phase 4/5: LLM protocol on {', '.join(cfg.archs)} x {cfg.seeds} seed(s)")
+        if report_only:
+            folders = existing_folders(cfg, layout)
+            if layout.metrics.is_file():  # keep the times of the run that produced the folders
+                for k, v in json.loads(layout.metrics.read_text())["timings"]:
+                    if k.startswith(("llm_", "rcu_")):
+                        timings[k] = v
+        else:
+            folders = run_llm(configs, timings, progress)
+        return _write_report(cfg, layout, folders, models, timings, theory, sim, progress)
+
+
+def _write_report(cfg, layout, folders, models, timings, theory, sim, progress) -> dict[str, Any]:
     t = time.perf_counter()
     log(progress, "phase 5/5: report")
     llm = analyse(cfg, layout, folders, models)
@@ -119,6 +144,7 @@ def run_study(
         "summary": summarise(llm),
         "summary_rows": SUMMARY_ROWS,
         "thresholds": to_dict(cfg.thresholds),
+        "failed_runs": failed_runs(llm),
     }
     atomic_write_json(layout.metrics, metrics)
     metrics = json.loads(layout.metrics.read_text())  # render exactly what the file holds
@@ -128,4 +154,17 @@ def run_study(
     return metrics
 
 
-__all__ = ["ConfigError", "analyse", "run_study"]
+def failed_runs(llm: dict[str, Any]) -> list[str]:
+    """One line per architecture and method whose runs did not finish cleanly (empty: none)."""
+    lines = []
+    for arch, a in llm.items():
+        if "incomplete" in a:
+            lines.append(f"{arch}: {a['incomplete']}")
+            continue
+        lines += [f"{arch}/{m}: {why}" for m, why in a["findings"]["failed_methods"].items()]
+        if a.get("rcu", {}).get("failed"):
+            lines.append(f"{arch}/R/C/U: {a['rcu']['failed']}")
+    return lines
+
+
+__all__ = ["ConfigError", "analyse", "failed_runs", "run_study"]

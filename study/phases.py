@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -153,41 +154,58 @@ def existing_folders(cfg: StudyConfig, layout: StudyLayout) -> dict[str, Any]:
     return {"runs": runs, "rcu": rcu}
 
 
-def run_llm(
-    cfg: StudyConfig,
-    layout: StudyLayout,
-    models: dict[str, Path],
-    timings: dict[str, float],
-    progress: bool,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ProtocolRun:
+    """One protocol of the main job: where it writes and the config it runs."""
+
+    arch: str
+    seed: int
+    rcu: bool
+    folder: Path  # absolute
+    rel: str  # relative to the output folder, as metrics.json records it
+    config: Any  # llm.config.RunConfig
+
+
+def protocol_configs(
+    cfg: StudyConfig, layout: StudyLayout, models: dict[str, Path]
+) -> list[ProtocolRun]:
+    """Every protocol the job runs, in order, its config built and checked (nothing written)."""
+    runs = []
+    for arch in cfg.archs:
+        for seed in range(cfg.seeds):
+            # --quick runs R/C/U on the first architecture only (it checks the wiring).
+            with_rcu = cfg.rcu and not (cfg.quick and arch != cfg.archs[0])
+            for rcu in (False, True) if with_rcu else (False,):
+                rel = layout.protocol(arch, seed, rcu=rcu)
+                config = protocol_config(arch, seed, cfg.quick, models[arch], rcu=rcu)
+                runs.append(ProtocolRun(arch, seed, rcu, layout.root / rel, rel, config))
+    return runs
+
+
+def run_llm(runs: list[ProtocolRun], timings: dict[str, float], progress: bool) -> dict[str, Any]:
     """Run every protocol; returns {"runs": {arch: {seed: folder}}, "rcu": {...}} (relative)."""
     from llm.protocol import run_protocol
 
-    runs: dict[str, dict[str, str]] = {}
-    rcu: dict[str, dict[str, str]] = {}
-    for arch in cfg.archs:
-        for seed in range(cfg.seeds):
-            rel = layout.protocol(arch, seed)
-            log(progress, f"LLM protocol: {arch}, seed {seed} -> {layout.root / rel}")
-            started = time.perf_counter()
-            run_protocol(
-                protocol_config(arch, seed, cfg.quick, models[arch]), layout.root / rel, progress
-            )
-            timings[f"llm_{arch}_seed{seed}"] = time.perf_counter() - started
-            runs.setdefault(arch, {})[str(seed)] = rel
-            # --quick runs R/C/U on the first architecture only (it checks the wiring, not a claim).
-            if cfg.rcu and not (cfg.quick and arch != cfg.archs[0]):
-                rel = layout.protocol(arch, seed, rcu=True)
-                log(progress, f"R/C/U study: {arch}, seed {seed} -> {layout.root / rel}")
-                started = time.perf_counter()
-                run_protocol(
-                    protocol_config(arch, seed, cfg.quick, models[arch], rcu=True),
-                    layout.root / rel,
-                    progress,
-                )
-                timings[f"rcu_{arch}_seed{seed}"] = time.perf_counter() - started
-                rcu.setdefault(arch, {})[str(seed)] = rel
-    return {"runs": runs, "rcu": rcu}
+    folders: dict[str, dict[str, dict[str, str]]] = {"runs": {}, "rcu": {}}
+    for run in runs:
+        kind = "R/C/U study" if run.rcu else "LLM protocol"
+        log(progress, f"{kind}: {run.arch}, seed {run.seed} -> {run.folder}")
+        started = time.perf_counter()
+        run_protocol(run.config, run.folder, progress)
+        timings[f"{'rcu' if run.rcu else 'llm'}_{run.arch}_seed{run.seed}"] = (
+            time.perf_counter() - started
+        )
+        folders["rcu" if run.rcu else "runs"].setdefault(run.arch, {})[str(run.seed)] = run.rel
+    return folders
 
 
-__all__ = ["ARCHS", "existing_folders", "resolve_models", "run_llm", "run_sim", "run_theory"]
+__all__ = [
+    "ARCHS",
+    "ProtocolRun",
+    "existing_folders",
+    "protocol_configs",
+    "resolve_models",
+    "run_llm",
+    "run_sim",
+    "run_theory",
+]

@@ -52,6 +52,11 @@ def _precondition_note(pre: dict[str, Any]) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+def _dash_rows(failed: dict[str, str], cells: int) -> list[str]:
+    """Table rows of methods whose runs failed: every cell "–"."""
+    return [f"| {m} | " + " | ".join(["–"] * cells) + " |" for m in failed]
+
+
 def render_report(metrics: dict[str, Any]) -> str:
     """The Markdown report, a pure function of ``metrics.json`` (its thresholds included)."""
     L: list[str] = []
@@ -132,6 +137,14 @@ def render_report(metrics: dict[str, Any]) -> str:
     ]
     for arch in job["archs"]:
         a = metrics["llm"][arch]
+        if "incomplete" in a:
+            L += [
+                f"## 3. LLM protocol: default {arch}",
+                "",
+                f"**Not measurable**: {a['incomplete']}. Every verdict of {arch} is n/a.",
+                "",
+            ]
+            continue
         pre = a["precondition"]
         L += [
             f"## 3. LLM protocol: default {arch}",
@@ -172,6 +185,15 @@ def render_report(metrics: dict[str, Any]) -> str:
             "",
         ]
         fd = a["findings"]
+        failed = fd.get("failed_methods", {})
+        if failed:
+            L += [
+                "Methods with a run that did not finish cleanly, shown as – and left out of "
+                "every verdict (a non-finite or collapsed run's numbers are no result): "
+                + "; ".join(f"{m} ({why})" for m, why in failed.items())
+                + ".",
+                "",
+            ]
         if fd["inert_methods"]:
             L += [
                 f"Methods that did not forget (no path's label log-prob fell by "
@@ -189,6 +211,7 @@ def render_report(metrics: dict[str, Any]) -> str:
             L.append(
                 f"| {m} | {ci_text(v['first'], 4)} | {ci_text(v['last'], 4)} | {fmt(v['grows'])} |"
             )
+        L += _dash_rows(failed, 3)
         L += [
             "",
             f"Criterion: {fd['divergence']['criterion']}. "
@@ -210,6 +233,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                 + " | ".join(ci_text(v["drop"][p]) for p in a["paths"])
                 + f" | {v['slowest']} |"
             )
+        L += _dash_rows(failed, len(a["paths"]) + 1)
         L += [
             "",
             f"Criterion: {rec['criterion']}. Cells with recency: {rec['cells']} of "
@@ -244,6 +268,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                     + " | ".join(ci_text(v["values"][p]) for p in a["paths"])
                     + f" | {spread} |"
                 )
+            L += _dash_rows(failed, len(a["paths"]) + 1)
             if u["measurable"]:
                 extra = ""
             elif name == "math":
@@ -258,7 +283,14 @@ def render_report(metrics: dict[str, Any]) -> str:
                 )
             L += ["", f"{name}: {_verdict(u['reproduced'])}.{extra}", ""]
         L += [f"Criterion: {ut['criterion']}.", ""]
-        if "rcu" in a:
+        if "rcu" in a and a["rcu"].get("failed"):
+            L += [
+                "### Finding 4: superficial vs deep forgetting (R/C/U, Sec. 4.3)",
+                "",
+                f"Not measurable: {a['rcu']['failed']}.",
+                "",
+            ]
+        elif "rcu" in a:
             r = a["rcu"]
             L += [
                 "### Finding 4: superficial vs deep forgetting (R/C/U, Sec. 4.3)",
@@ -293,6 +325,7 @@ def render_report(metrics: dict[str, Any]) -> str:
                 f"| {m} | " + " | ".join(cells) + f" | {fmt(v['ratio'])} | "
                 f"{fmt(v['epsilon_guaranteed'], 4)} |"
             )
+        L += _dash_rows(failed, len(a["paths"]) + 2)
         L += [
             "",
             f"Criterion: {rd['criterion']}. {_verdict(rd['reproduced'])}.",

@@ -26,12 +26,31 @@ def _pairs_mean(between: dict[str, list[float]], index: int) -> float:
 
 
 def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
-    """Every per-path / per-method number the report uses, from one protocol folder's files."""
+    """Every per-path / per-method number the report uses, from one protocol folder's files.
+
+    ``failed`` lists the runs that did not finish cleanly (non-finite, collapsed); a folder in
+    which some path has no trained model at all gives only ``incomplete`` (why) and ``failed``.
+    """
     from llm.layout import ProtocolLayout
     from llm.report import load_runs
 
     layout = ProtocolLayout(folder)
+    folders = layout.unlearning_runs()
+    failed = {}  # method -> {path: "status: message"} of runs that did not finish cleanly
+    for p, by_method in folders.items():
+        for m, run in by_method.items():
+            status = json.loads(run.status.read_text()) if run.status.exists() else {}
+            if status.get("status") != "done":
+                text = f"{status.get('status', 'unfinished')}: {status.get('message', '')}"
+                failed.setdefault(m, {})[p] = text.rstrip(": ")
     runs = load_runs(folder)
+    untrained = sorted(set(folders) - set(runs))  # no step-0 evaluation: its stages failed
+    if untrained or not layout.retrain_metrics.exists():
+        what = ", ".join(untrained) or "the retrain baseline"
+        return {
+            "incomplete": f"{folder}: no trained model for {what} (a stage turned non-finite)",
+            "failed": failed,
+        }
     retrain = json.loads(layout.retrain_metrics.read_text())["summary"]
     re = json.loads(layout.re_distance.read_text())
     paths = sorted(runs)
@@ -84,6 +103,7 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
         "retrain_tofu": float(retrain["tofu"]) if "tofu" in retrain else None,
         "before": before,
         "methods_data": per_method,
+        "failed": failed,
     }
 
 

@@ -85,12 +85,25 @@ def _last_position(paths: list[str]) -> str:
     return max(paths, key=lambda p: int(p[1:]) if p[1:].isdigit() else -1)
 
 
+def failed_methods(seed_numbers: list[dict[str, Any]]) -> dict[str, str]:
+    """Method -> why, for every method with a run (any path, any seed) that did not finish
+    cleanly (non-finite, collapsed): its numbers are left out of every table and verdict."""
+    out: dict[str, str] = {}
+    for s in seed_numbers:
+        for m, by_path in sorted(s.get("failed", {}).items()):
+            path, why = next(iter(sorted(by_path.items())))
+            out.setdefault(m, f"{path}: {why}")
+    return out
+
+
 def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, Any]:
     """The paper's findings on one architecture, each with its numbers and a computed verdict."""
     first = seed_numbers[0]
-    paths, methods = first["paths"], first["methods"]
+    failed = failed_methods(seed_numbers)
+    paths = first["paths"]
+    methods = [m for m in first["methods"] if m not in failed]  # a failed run is no result
     last = _last_position(paths)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"failed_methods": failed}
     inert = [
         m
         for m in methods
@@ -227,6 +240,9 @@ def rcu_findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str
     """Superficial vs deep forgetting (Sec. 4.3): per order, drops of R, C and U under GA on U."""
     first = seed_numbers[0]
     m = first["methods"][0]
+    failed = failed_methods(seed_numbers)
+    if m in failed:
+        return {"method": m, "failed": failed[m], "orders": {}, "reproduced": None}
     rows = {}
     for p in first["paths"]:
         drops = {
@@ -266,6 +282,9 @@ def summarise(llm: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The Summary table: one verdict per finding and architecture (None: not measurable)."""
     out = {}
     for arch, a in llm.items():
+        if "incomplete" in a:  # some path has no trained model: nothing is measurable
+            out[arch] = {key: None for key, _ in SUMMARY_ROWS}
+            continue
         fd = a["findings"]
         out[arch] = {
             "precondition": a["precondition"]["holds"],

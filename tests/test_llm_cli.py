@@ -72,8 +72,11 @@ def test_finetune_unlearn_evaluate_subcommands(tiny_models_dir, tmp_path, capsys
         "--set", "finetune.max_length=128",
     ]  # fmt: skip
     assert main(["finetune", *common]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "p4 (inst-tofu-math-unlearn)" in printed and "retrain (inst-tofu-math)" in printed
+    # --no-progress silences every bar, transformers' "Loading weights" included
+    assert "Loading weights" not in captured.err and "it/s" not in captured.err
     assert main(["unlearn", *common, "--method", "ga"]) == 0
     assert "p4/ga: done" in capsys.readouterr().out
     lines = (tmp_path / "run" / "runs" / "p4" / "ga" / "metrics.jsonl").read_text().splitlines()

@@ -154,7 +154,7 @@ def test_fsdp_two_processes_equal_one_process_and_ddp(tiny_models_dir, tmp_path)
         assert torch.allclose(two["fsdp"][k], two["ddp"][k], rtol=0, atol=1e-10), k
         assert torch.allclose(two["resumed"][k], two["fsdp"][k], rtol=0, atol=1e-10), k
     assert two["ckpt_step"] == 2 and two["resumed_steps"] == [1, 2, 3]
-    with pytest.raises(ValueError, match="written under FSDP"):  # no silent strategy mix-up
+    with pytest.raises(ValueError, match="written under fsdp"):  # no silent strategy mix-up
         _train(tiny_models_dir, "ddp", ckpt=tmp_path / "ckpt")
     # The gathered checkpoint: the same files and tensors as a one-process save, and loadable.
     one_model.save_pretrained(tmp_path / "one_model")

@@ -97,11 +97,15 @@ def test_incomplete_sharded_download(llama_copy):
         load_model(llama_copy)
 
 
-def test_corrupt_weights_give_one_line(llama_copy):
+def test_corrupt_weights_give_one_line(llama_copy, tiny_models_dir):
     (llama_copy / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(ModelLoadError, match="cannot load model") as info:
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file") as info:
         load_model(llama_copy)
     assert "\n" not in str(info.value)
+    data = (tiny_models_dir / "llama" / "model.safetensors").read_bytes()
+    (llama_copy / "model.safetensors").write_bytes(data[:-10])  # a truncated download
+    with pytest.raises(ModelLoadError, match="truncated or corrupt"):
+        load_model(llama_copy)
 
 
 def test_tokenizer_larger_than_embedding(llama_copy):

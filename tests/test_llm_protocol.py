@@ -171,13 +171,18 @@ def test_missing_model_or_data_is_a_clear_error(tmp_path):
         W.resolve_model_path(str(tmp_path / "nope"))
     cfg = C.config_from_dict({**json.loads(json.dumps(TINY)), "data": {"synthetic": False}})
     with pytest.raises(P.ProtocolError, match="file not found"):
-        W.prepare_data(
+        W.dataset_files(
             C.config_from_dict(
                 {**json.loads(json.dumps(TINY)), "data": {"files": {"inst": "/nope.jsonl"}}}
             ),
             ProtocolLayout(tmp_path),
         )
-    assert W.prepare_data(cfg, ProtocolLayout(tmp_path)) == {}
+    assert W.dataset_files(cfg, ProtocolLayout(tmp_path)) == ({}, {})
+    files, pending = W.dataset_files(
+        C.config_from_dict(json.loads(json.dumps(TINY))), ProtocolLayout(tmp_path)
+    )
+    assert files["inst"] == tmp_path / "data" / "inst.jsonl" and files["inst"] in pending
+    assert list(tmp_path.iterdir()) == []  # computed, not written
 
 
 def test_permutation_paths_rcu_protocol(tiny_models_dir, tmp_path):

@@ -124,14 +124,18 @@ def test_module_entry_point_help_and_bad_input():
         check=False,
     )
     assert run.returncode == 2 and run.stdout == ""
-    assert run.stderr.strip().splitlines() == ["error: instance file not found: /nonexistent.npz"]
+    assert run.stderr.strip().splitlines() == [
+        "python -m theory: error: instance file not found: /nonexistent.npz"
+    ]
 
 
 def test_demo_writes_all_outputs_and_is_reproducible(tmp_path):
     for name in ("a", "b"):
         assert main(["demo", "--out", str(tmp_path / name), "--seed", "3", "--steps", "200"]) == 0
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["bound_vs_exact.png", "check.json", "instance.npz", "report.md"]
+    # .lock: the folder's lock (empty once released; kept, so that no two runs race on it)
+    assert files == [".lock", "bound_vs_exact.png", "check.json", "instance.npz", "report.md"]
+    assert (tmp_path / "a" / ".lock").read_text() == ""
     assert (tmp_path / "a" / "check.json").read_bytes() == (
         tmp_path / "b" / "check.json"
     ).read_bytes()

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pathdep.io import atomic_write_text
+from pathdep.cli import OneLineParser, run_command
+from pathdep.io import OutputPathError, atomic_write_text, check_output_folder
+from pathdep.lock import hold
 from theory.instance import DEMO_EPSILON, DEMO_SHAPE, DEMO_STEPS
-
-EXIT_BAD_INPUT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m theory",
         description=(
             "Closed-form linear theory of path-dependent unlearning (Yu et al. 2025, Sec. 3): "
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
             "ascent on a forget set, drift apart exponentially (Theorem 3.1)."
         ),
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     check = sub.add_parser(
         "check",
         help="check Theorem 3.1 / Corollary 1 on an instance (.npz) and print one JSON object",
@@ -64,22 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def _run_check(args: argparse.Namespace) -> int:
     from theory.instance import InstanceError, check_instance, load_instance
 
     if args.steps < 0:
-        return _fail(f"--steps must be >= 0; got {args.steps}")
+        raise InstanceError(f"--steps must be >= 0; got {args.steps}")
     if not (math.isfinite(args.epsilon) and args.epsilon > 0):
-        return _fail(f"--epsilon must be a finite number > 0; got {args.epsilon}")
-    try:
-        inst = load_instance(args.instance)
-    except InstanceError as exc:
-        return _fail(str(exc))
+        raise InstanceError(f"--epsilon must be a finite number > 0; got {args.epsilon}")
+    if args.json is not None:
+        if args.json.is_dir():
+            raise OutputPathError(f"--json {args.json} is a folder; give a file name")
+        check_output_folder(args.json.parent)
+    inst = load_instance(args.instance)
     start = time.perf_counter()
     result = check_instance(inst, args.steps, args.epsilon)
     text = json.dumps(result, allow_nan=False)
@@ -96,19 +92,27 @@ def _run_check(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from theory.instance import check_instance, random_instance, save_instance
-    from theory.plotting import plot_bound_vs_exact, write_report
+    from theory.instance import InstanceError, check_instance, random_instance
 
     if args.steps < 1:
-        return _fail(f"--steps must be >= 1; got {args.steps}")
+        raise InstanceError(f"--steps must be >= 1; got {args.steps}")
     out: Path = args.out
+    check_output_folder(out)
     print(
         f"[theory demo] seed {args.seed}: building a random instance {DEMO_SHAPE}", file=sys.stderr
     )
     inst = random_instance(args.seed, **DEMO_SHAPE)
     print(f"[theory demo] checking Theorem 3.1 for t = 0..{args.steps}", file=sys.stderr)
     result = check_instance(inst, args.steps, DEMO_EPSILON)
-    out.mkdir(parents=True, exist_ok=True)
+    with hold(out):
+        _write_demo(args, out, inst, result)
+    return 0
+
+
+def _write_demo(args: argparse.Namespace, out: Path, inst, result: dict) -> None:
+    from theory.instance import save_instance
+    from theory.plotting import plot_bound_vs_exact, write_report
+
     save_instance(inst, out / "instance.npz")
     atomic_write_text(out / "check.json", json.dumps(result, allow_nan=False) + "\n")
     print("[theory demo] plotting bound_vs_exact.png", file=sys.stderr)
@@ -118,7 +122,6 @@ def _run_demo(args: argparse.Namespace) -> int:
         f"[theory demo] wrote {out}/{{instance.npz,check.json,bound_vs_exact.png,report.md}}",
         file=sys.stderr,
     )
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,4 +131,4 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     handlers: dict[str, Any] = {"check": _run_check, "demo": _run_demo}
-    return handlers[args.command](args)
+    return run_command(lambda: handlers[args.command](args), prog="python -m theory")

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pathdep.errors import BadInput
 from pathdep.io import atomic_path
+from pathdep.resources import check_fits
 from theory.bound import (
     corollary_t_star,
     corollary_threshold,
@@ -33,7 +35,7 @@ ARRAY_NAMES = ("XA", "yA", "XB", "yB", "XU", "yU", "Xtest")
 SCALAR_NAMES = ("muA", "muB", "eta")
 
 
-class InstanceError(ValueError):
+class InstanceError(BadInput):
     """A malformed instance; the message is one line naming the problem."""
 
 
@@ -242,6 +244,8 @@ def check_instance(inst: Instance, steps: int, epsilon: float = 1e-3) -> dict[st
         raise InstanceError(f"steps must be >= 0; got {steps}")
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise InstanceError(f"epsilon must be a finite number > 0; got {epsilon}")
+    # log10 d(t) for every t goes through (steps + 1) x m x (k + 1) powers: refuse it up front.
+    check_fits(8.0 * 3 * (steps + 1) * (inst.m * (inst.k + 2) + 16), f"steps = {steps}")
     delta0 = history_difference(inst.XA, inst.yA, inst.muA, inst.XB, inst.yB, inst.muB)
     q = theorem_3_1(delta0, inst.XU, inst.eta, inst.Xtest)
     ts = jnp.arange(steps + 1, dtype=jnp.float64)

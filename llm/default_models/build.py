@@ -28,6 +28,7 @@ from llm.default_models.arch import ARCH_SPECS, ARCHS
 from llm.default_models.config import DefaultModelConfig
 from llm.default_models.pretraining import model_config, pretrain, pretraining_blocks
 from llm.default_models.tokenizer import train_tokenizer
+from llm.models import transformers_progress
 from pathdep.io import atomic_write_text, make_group_readable
 
 METADATA_FILE = "pathdep_default.json"
@@ -148,21 +149,6 @@ def _deterministic(seed: int, threads: int) -> Iterator[None]:
         random.setstate(py_state)
 
 
-@contextmanager
-def _transformers_progress(enabled: bool) -> Iterator[None]:
-    """Silence transformers' own progress bars (e.g. "Writing model shards") unless enabled."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    if not enabled:
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def _build_one(
     arch: str, config: DefaultModelConfig, folder: Path, progress: bool, position: int = 0
 ) -> None:
@@ -187,7 +173,7 @@ def _build_one(
         eos_token_id=stop_ids,
         pad_token_id=hf_config.pad_token_id,
     )
-    with _transformers_progress(progress):
+    with transformers_progress(progress):
         model.save_pretrained(folder)
     metadata = {
         "arch": arch,

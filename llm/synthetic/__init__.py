@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from llm.chat import RCUItem
 from llm.synthetic.authors import AUTHOR_FACTS, Author, author_facts
-from llm.synthetic.files import DatasetSizes, write_default_datasets
+from llm.synthetic.files import DatasetSizes, default_dataset_files, write_default_datasets
 from llm.synthetic.instructions import INSTRUCTION_TASKS, instruction_following
 from llm.synthetic.math_problems import (
     MATH_TASKS,
@@ -56,5 +56,6 @@ __all__ = [
     "rcu_set",
     "rcu_stage",
     "generic_text",
+    "default_dataset_files",
     "write_default_datasets",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llm.data import save_examples, save_rcu_items
+from llm.data import examples_jsonl, rcu_items_jsonl
 from llm.synthetic.authors import author_facts
 from llm.synthetic.instructions import instruction_following
 from llm.synthetic.math_problems import arithmetic, held_out_arithmetic
@@ -37,31 +37,42 @@ class DatasetSizes:
     math_test: int = 50
     rcu: int = 40
 
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"data.sizes.{name} must be an integer >= 0, got {value!r}")
+
+    @classmethod
+    def from_mapping(cls, sizes: Mapping[str, int] | None) -> DatasetSizes:
+        """Sizes from a (possibly partial) mapping; an unknown name is an error naming it."""
+        sizes = dict(sizes or {})
+        unknown = sorted(set(sizes) - set(asdict(cls())))
+        if unknown:
+            raise ValueError(
+                f"data.sizes has unknown dataset(s) {unknown} (known: {', '.join(asdict(cls()))})"
+            )
+        return cls(**sizes)
+
     @classmethod
     def tiny(cls) -> DatasetSizes:
         """A few examples per stage, for tests."""
         return cls(inst=16, tofu_authors=2, math=10, unlearn=8, math_test=5, rcu=4)
 
 
-def write_default_datasets(
-    out_dir: str | Path,
-    sizes: DatasetSizes | Mapping[str, int] | None = None,
-    seed: int = 0,
-) -> dict[str, Path]:
-    """Write every synthetic stage as JSONL (``messages`` layout) under ``out_dir``.
+def default_dataset_files(
+    sizes: DatasetSizes | Mapping[str, int] | None = None, seed: int = 0
+) -> dict[str, str]:
+    """The synthetic stages as file name -> JSONL text, plus ``manifest.json`` (what
+    :func:`write_default_datasets` writes, computed without writing anything).
 
-    Returns stage name -> path for ``inst``, ``tofu``, ``math``, ``unlearn`` (the four stages of
-    Sec. 4.1), ``tofu_paraphrased``, ``math_test`` (held out; ``meta.answer``), ``rcu`` (items
+    Stages: ``inst``, ``tofu``, ``math``, ``unlearn`` (the four of Sec. 4.1),
+    ``tofu_paraphrased``, ``math_test`` (held out; ``meta.answer``), ``rcu`` (items
     ``{prompt, refusal, compliance_c, compliance_u}``, read with :func:`llm.data.load_rcu_items`)
-    and ``rcu_R``, ``rcu_C``, ``rcu_U`` (the three stages of Eq. 6). A ``manifest.json`` records
-    sizes and seed. Each file is written atomically.
+    and ``rcu_R``, ``rcu_C``, ``rcu_U`` (the three stages of Eq. 6). The manifest records sizes,
+    seed and the stage -> file name map.
     """
-    if sizes is None:
-        sizes = DatasetSizes()
-    elif isinstance(sizes, Mapping):
-        sizes = DatasetSizes(**sizes)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if not isinstance(sizes, DatasetSizes):
+        sizes = DatasetSizes.from_mapping(sizes)
     tofu, tofu_para = author_facts(sizes.tofu_authors, seed)
     rcu = rcu_set(sizes.rcu, seed)
     math = arithmetic(sizes.math, seed)
@@ -76,14 +87,26 @@ def write_default_datasets(
         "rcu_C": rcu_stage(rcu, "C"),
         "rcu_U": rcu_stage(rcu, "U"),
     }
-    paths = {
-        name: save_examples(examples, out / f"{name}.jsonl") for name, examples in stages.items()
-    }
-    paths["rcu"] = save_rcu_items(rcu, out / "rcu.jsonl")
+    files = {f"{name}.jsonl": examples_jsonl(examples) for name, examples in stages.items()}
+    files["rcu.jsonl"] = rcu_items_jsonl(rcu)
     manifest = {
         "seed": seed,
         "sizes": asdict(sizes),
-        "files": {k: p.name for k, p in paths.items()},
+        "files": {name.removesuffix(".jsonl"): name for name in files},
     }
-    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    return paths
+    files["manifest.json"] = json.dumps(manifest, indent=2) + "\n"
+    return files
+
+
+def write_default_datasets(
+    out_dir: str | Path,
+    sizes: DatasetSizes | Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write :func:`default_dataset_files` under ``out_dir`` (each file atomically); returns
+    stage name -> path."""
+    out = Path(out_dir)
+    files = default_dataset_files(sizes, seed)
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+    return {name.removesuffix(".jsonl"): out / name for name in files if name != "manifest.json"}
