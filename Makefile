@@ -3,6 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 OUT ?= results/demo
+SEED ?= 0
 STAMP := $(VENV)/.pathdep-installed
 
 .PHONY: setup demo bench test lint format clean
@@ -19,8 +20,9 @@ $(STAMP): pyproject.toml
 
 # The main job: default models (built once, cached), Theorem 3.1, the sim path study and the llm
 # protocol on both default architectures, into one report folder ($(OUT)/report.md).
+# `make demo SEED=7 OUT=results/demo7` runs another seed.
 demo: setup
-	$(PY) -m study --out $(OUT)
+	$(PY) -m study --out $(OUT) --seed $(SEED)
 
 bench: setup
 	$(PY) -m sim bench

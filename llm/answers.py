@@ -1,49 +1,51 @@
-"""The one GSM8K answer parser: numbers in solutions, generated and gold.
+"""The one GSM8K answer parser, with lm-evaluation-harness's gsm8k filters (what users compare
+against).
 
-- :func:`extract_answer` reads a generated solution: ``strict`` is the first number after the
-  last ``####``; ``flexible`` is the strict answer when there is one, else the last number
-  anywhere in the text.
-- :func:`final_line_answer` holds training data to the GSM8K format: the last non-empty line is
-  exactly ``#### N`` (N returned as written, thousands separators removed).
-- :func:`gold_answer` is the gold number of a math example.
+- strict: the first match of ``#### (-?[0-9.,]+)`` (lm-eval's "strict-match");
+- flexible: the last match of ``(-?[$0-9.,]{2,})|(-?[0-9]+)`` anywhere in the response
+  (lm-eval's "flexible-extract", ``group_select: -1``): in "#### 42 ... so 43" it is 43.
+
+A prediction is correct when it equals the gold answer after lm-eval's normalisation: commas and
+dollar signs removed, a trailing period dropped (``regexes_to_ignore``), compared as text, so
+"1,234" matches "1234" and "12.50" does not match "12.5" (it does not in lm-eval either).
+:func:`final_line_answer` holds training data to the GSM8K format: the last non-empty line is
+exactly ``#### N``. :func:`gold_answer` is the gold answer of a math example.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
-# A number with optional sign and "$" in either order, thousands commas and decimals.
-_NUMBER = re.compile(r"(-)?\s*\$?\s*(-)?(\d[\d,]*(?:\.\d+)?|\.\d+)")
-# "#### 1,234" / "#### -3.5" as a whole line.
+_STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+_FLEXIBLE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _FINAL_LINE = re.compile(r"^####\s*(-?[\d,]*\.?\d+)\s*$")
 
 
-def _to_float(match: re.Match) -> float:
-    value = float(match.group(3).replace(",", ""))
-    return -value if (match.group(1) or match.group(2)) else value
+def normalize(answer: str) -> str:
+    """lm-eval's normalisation of a gsm8k answer: commas and "$" removed, a trailing "." dropped,
+    surrounding spaces stripped."""
+    return re.sub(r"\.$", "", answer.replace(",", "").replace("$", "").strip())
 
 
-def parse_number(text: str) -> float | None:
-    """The first number in ``text`` ("$1,234.50" -> 1234.5, "-$3" -> -3.0), or None."""
-    match = _NUMBER.search(text)
-    return _to_float(match) if match else None
+def strict_answer(text: str) -> str | None:
+    """The number after the first ``#### `` (normalised), or None."""
+    match = _STRICT.search(text)
+    return normalize(match.group(1)) if match else None
 
 
-def last_number(text: str) -> float | None:
-    """The last number in ``text``, or None."""
-    matches = list(_NUMBER.finditer(text))
-    return _to_float(matches[-1]) if matches else None
+def flexible_answer(text: str) -> str | None:
+    """The last number-like span anywhere in the text (normalised), or None."""
+    matches = _FLEXIBLE.findall(text)
+    if not matches:
+        return None
+    last = next(group for group in matches[-1] if group)
+    return normalize(last)
 
 
-def extract_answer(text: str) -> tuple[float | None, float | None]:
-    """(strict, flexible) answers of a generated solution (see the module docstring)."""
-    strict = None
-    if "####" in text:
-        strict = parse_number(text.rsplit("####", 1)[1])
-    flexible = strict if strict is not None else last_number(text)
-    return strict, flexible
+def extract_answer(text: str) -> tuple[str | None, str | None]:
+    """(strict, flexible) answers of a generated solution."""
+    return strict_answer(text), flexible_answer(text)
 
 
 def final_line_answer(solution: str) -> str | None:
@@ -56,18 +58,18 @@ def final_line_answer(solution: str) -> str | None:
     return None if match is None else match.group(1).replace(",", "")
 
 
-def answers_match(predicted: float | None, gold: float) -> bool:
-    """Equal up to float noise (1e-9 relative, 1e-6 absolute); None never matches."""
-    return predicted is not None and math.isclose(predicted, gold, rel_tol=1e-9, abs_tol=1e-6)
+def answers_match(predicted: str | None, gold: str) -> bool:
+    """lm-eval's exact match of normalised answers; None never matches."""
+    return predicted is not None and normalize(predicted) == normalize(gold)
 
 
-def gold_answer(example: Any) -> float:
-    """Gold number of a math example: ``meta['answer']``, else after "####" in its answer."""
+def gold_answer(example: Any) -> str:
+    """Gold answer of a math example (normalised): ``meta['answer']``, else after "####"."""
     meta = getattr(example, "meta", {}) or {}
     if "answer" in meta:
-        value = parse_number(str(meta["answer"]))
+        value = normalize(str(meta["answer"]))
     else:
-        value = extract_answer(example.messages[-1].content)[0]
-    if value is None:
+        value = strict_answer(example.messages[-1].content) or ""
+    if not value:
         raise ValueError(f"math example has no gold answer: {meta}")
     return value

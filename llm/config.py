@@ -159,6 +159,7 @@ class MethodConfig:
     forget_weight: float = _f(1.0, "weight of the forget objective")
     retain_weight: float = _f(0.0, "weight of the retain NLL (> 0: gradient difference)")
     retain_stage: str = _f("", "dataset of the retain term (needed when retain_weight > 0)")
+    lr: float = _f(0.0, "this method's peak learning rate; 0 = unlearn.lr")
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,12 @@ class UnlearnConfig:
     optimizer: str = _f("", "adamw | sgd; empty = finetune.optimizer")
     eval_every: int = _f(1, "evaluate every this many steps (and at step 0 and the end)")
     math_every: int = _f(0, "evaluate math every this many steps; 0 = start and end only")
+    full_eval_every: int = _f(
+        1,
+        "score every group (phrases, TOFU, math log-lik, R/C/U) at every this many evaluated "
+        "steps; 0 = at the start and the end only, the evaluations between score the label and "
+        "Pred (the per-step curves and RE distances) and nothing else",
+    )
     methods: tuple[MethodConfig, ...] = _f(
         (MethodConfig(),), "the unlearning methods, each run on every path"
     )
@@ -346,6 +353,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ConfigError(f"eval.top_p must be in (0, 1], got {ev.top_p!r}")
     _at_least("unlearn.max_steps", un.max_steps, 0)
     _at_least("unlearn.math_every", un.math_every, 0)
+    _at_least("unlearn.full_eval_every", un.full_eval_every, 0)
     for name in ("lora_rank", "lora_alpha", "weight_decay", "max_grad_norm"):
         _at_least(f"finetune.{name}", getattr(ft, name), 0)
     if not 0 <= ft.lora_dropout < 1:
@@ -354,6 +362,7 @@ def _check_ranges(cfg: RunConfig) -> None:
         raise ConfigError(f"finetune.betas must be in [0, 1), got {list(ft.betas)}")
     for m in un.methods:
         _at_least(f"method {m.name!r}: forget_weight", m.forget_weight, 0)
+        _at_least(f"method {m.name!r}: lr", m.lr, 0)
     if cfg.data.synthetic:
         from llm.synthetic import DatasetSizes
 

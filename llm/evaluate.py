@@ -10,13 +10,13 @@ chat-templated prompt ``x``):
 - TOFU log-likelihood: mean over TOFU questions of ``lp(true answer|question)``; TOFU utility =
   ``1 - |after - before|``.
 - math accuracy: ``math_samples`` sampled solutions per question (seeded); a solution is correct
-  when the number after the last "####" equals the gold answer (strict), or, flexibly, when that
-  number or else the last number in the text does; per question the fraction correct, reported
-  as the mean over questions. Math utility = ``after - before``.
+  when its answer equals the gold one under lm-evaluation-harness's gsm8k filters
+  (:mod:`llm.answers`: strict = the number after the first "#### ", flexible = the last number
+  anywhere); per question the fraction correct, reported as the mean over questions. Math
+  utility = ``after - before``.
 - math log-likelihood (``math_loglik``): mean over the same questions of ``lp(gold solution|
-  question)``, teacher-forced like TOFU. It measures what a model too small to solve the problems
-  still knows of them (the default CPU models answer almost none), and moves smoothly where
-  accuracy is 0 everywhere.
+  question)``, teacher-forced like TOFU. It moves smoothly where accuracy moves in steps of
+  1 / (questions x samples).
 - R/C/U log-probs: ``lp`` of the refusal R and the compliances C and U on the R/C/U prompts.
 - Pred for the RE distance (Def. 2.1): the vector of per-token log-probabilities of a fixed
   held-out continuation (the dataset answer) after its prompt, so
@@ -107,7 +107,7 @@ def math_utility(acc_before: float, acc_after: float) -> float:
 # Math answers
 
 
-def math_scores(samples: Sequence[Sequence[str]], gold: Sequence[float]) -> dict[str, Any]:
+def math_scores(samples: Sequence[Sequence[str]], gold: Sequence[str]) -> dict[str, Any]:
     """Per-question fraction of correct samples (strict and flexible) and their means."""
     strict, flexible = [], []
     for texts, g in zip(samples, gold, strict=True):
@@ -204,7 +204,7 @@ class EvalSuite:
     groups: dict[str, list[Any]] = field(default_factory=dict)
     re_examples: list[Any] = field(default_factory=list)
     math_prompts: list[str] = field(default_factory=list)
-    math_gold: list[float] = field(default_factory=list)
+    math_gold: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # items longer than max_length
 
@@ -306,8 +306,9 @@ def evaluate_model(
     top_p: float = 1.0,
     seed: int = 0,
     pad_token_id: int | None = None,
+    groups: Sequence[str] | None = None,
 ) -> tuple[dict[str, float], dict[str, list[float]], list[np.ndarray]]:
-    """Score a model on the suite.
+    """Score a model on the suite (only ``groups`` of it when given; Pred always).
 
     Returns ``(summary, per_example, pred)``: summary holds the mean of every group (``label``,
     ``phrases``, ``tofu``, ``rcu_R``... as average per-token log-probs) and ``math_strict`` /
@@ -321,6 +322,8 @@ def evaluate_model(
     summary: dict[str, float] = {}
     per_example: dict[str, list[float]] = {}
     for name, examples in suite.groups.items():
+        if groups is not None and name not in groups:
+            continue
         values = mean_per_token(score_examples(model, examples, pad_token_id, batch_size))
         per_example[name] = values
         summary[name] = float(np.mean(values))

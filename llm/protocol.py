@@ -64,8 +64,9 @@ def build_eval_suite(ws: Workspace):
     )
 
 
-def evaluate_with_config(ws: Workspace, suite, model, math: bool):
-    """Score ``model`` on ``suite`` with the run's [eval] settings: (summary, per_example, pred)."""
+def evaluate_with_config(ws: Workspace, suite, model, math: bool, full: bool = True):
+    """Score ``model`` on ``suite`` with the run's [eval] settings: (summary, per_example, pred);
+    not ``full``: the label and Pred only."""
     from llm.batches import stable_seed
     from llm.evaluate import evaluate_model
 
@@ -83,6 +84,7 @@ def evaluate_with_config(ws: Workspace, suite, model, math: bool):
         top_p=ev.top_p,
         seed=stable_seed(ws.cfg.seed, "math-eval"),
         pad_token_id=ws.pad_id,
+        groups=None if full else ("label",),
     )
 
 
@@ -131,15 +133,17 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
     if run.status.exists():
         return json.loads(run.status.read_text())
     run.root.mkdir(parents=True, exist_ok=True)
-    math_every = cfg.unlearn.math_every
+    math_every, full_every = cfg.unlearn.math_every, cfg.unlearn.full_eval_every
     resumed = checkpoint_step(run.ckpt)
     MetricsLog(run.per_example, keep_up_to=resumed if resumed is not None else -1)  # drop stale
 
     last_eval: dict[str, float] = {}
 
     def evaluator(model, step: int, final: bool) -> dict:
-        with_math = step == 0 or final or (math_every > 0 and step % math_every == 0)
-        summary, values, pred = evaluate_with_config(ws, suite, model, with_math)
+        ends = step == 0 or final
+        with_math = ends or (math_every > 0 and step % math_every == 0)
+        full = ends or (full_every > 0 and step % (full_every * cfg.unlearn.eval_every) == 0)
+        summary, values, pred = evaluate_with_config(ws, suite, model, with_math, full)
         save_pred(run.pred(step), pred)
         if info.is_main:
             with run.per_example.open("a") as f:

@@ -78,6 +78,24 @@ def reference_logprobs(model, examples: Sequence[Any], pad_token_id: int, batch_
     return torch.cat(out)
 
 
+@torch.no_grad()
+def simnpo_weight(model, examples: Sequence[Any], method: MethodConfig, pad_token_id: int) -> float:
+    """Mean over the forget set of sigmoid(beta r + margin), the factor by which SimNPO scales
+    GA's gradient of each sequence (d L / d r = 2 sigmoid(beta r + margin), r = log pi(y|x), per
+    token when ``length_normalize``). Near 0 the objective is saturated and cannot forget: the
+    paper's form (r = log pi of a whole response) on a model that holds S_U."""
+    was_training = model.training
+    model.eval()
+    weights = []
+    for i in range(0, len(examples), 16):
+        batch = collate_to(examples[i : i + 16], pad_token_id, model_device(model))
+        logp, n = forward_logprobs(model, batch)
+        r = logp / n.clamp_min(1.0) if method.length_normalize else logp
+        weights.append(torch.sigmoid(method.beta * r.double() + method.margin).cpu())
+    model.train(was_training)
+    return float(torch.cat(weights).mean())
+
+
 @dataclass
 class UnlearnObjective:
     """Forget objective (GA / NPO / SimNPO) plus an optional retain NLL term (GradDiff).
@@ -262,6 +280,8 @@ def unlearn(
 
     if resumed is None:
         record = {"step": 0, **run_info, **eval_fields(0)}
+        if method.objective == "simnpo":
+            record["simnpo_weight"] = simnpo_weight(model, forget, method, pad_token_id)
         if log is not None:
             log.write(record)
 
@@ -273,7 +293,7 @@ def unlearn(
             log.write({**run_info, **fields})
 
     settings = LoopSettings(
-        lr=cfg.lr,
+        lr=method.lr or cfg.lr,
         optimizer=cfg.optimizer or ft.optimizer,
         schedule=cfg.schedule,
         warmup_frac=cfg.warmup_frac,

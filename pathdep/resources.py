@@ -39,3 +39,10 @@ def check_fits(nbytes: float, what: str, available: int | None = None) -> None:
             f"{what} needs about {nbytes / GIB:.3g} GiB of memory, more than the "
             f"{limit / GIB:.3g} GiB available; use fewer steps"
         )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (respects taskset and container CPU sets)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

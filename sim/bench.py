@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from pathdep.resources import usable_cores
 from sim.instances import InstanceDistribution, InstanceShape
 from sim.numpy_reference import direct_check, spectral_check_numpy
-from sim.parallel import usable_cores
 from sim.theorem import (
     CHECK_FIELDS,
     ChunkResult,

@@ -23,13 +23,6 @@ from typing import Any
 STARTUP_TIMEOUT_S = 600.0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _init_worker(slots, ready, warmup: Callable[..., Any] | None, warmup_args: tuple) -> None:
     with slots.get_lock():
         slot = slots.value

@@ -1,6 +1,6 @@
 """Command line of the main job: ``python -m study`` (``pathdep-study``), what ``make demo`` runs.
 
-    python -m study --out results/demo [--seeds 3] [--quick] [--archs llama,qwen2]
+    python -m study --out results/demo [--seed 7] [--seeds 3] [--quick] [--archs llama,qwen2]
     python -m study --out results/demo2 --config results/demo/config.toml   # the same job again
     python -m study --out results/demo --report-only --set thresholds.deep_ratio=0.4
 
@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="a saved StudyConfig (OUT/config.toml); with --report-only, default: --out's own",
     )
-    p.add_argument("--seeds", type=int, default=None, help="protocol seeds (>= 3 for 95%% CIs)")
+    p.add_argument("--seed", type=int, default=None, help="first protocol seed (default 0)")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="seeds to run: seed..seed+N-1 (>= 3 for CIs)"
+    )
     p.add_argument(
         "--quick", action="store_true", default=None, help="tiny models and data (tests)"
     )
@@ -47,7 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config value, e.g. --set thresholds.deep_ratio=0.4",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads of each protocol (default 1)"
+    )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="protocols side by side in their own processes (default auto: one per core); "
+        "the results do not depend on it",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress output")
     p.add_argument(
         "--report-only",
@@ -68,6 +79,8 @@ def config_from_args(args: argparse.Namespace):
     if config is None and args.report_only and saved.is_file():
         config = saved  # re-judge the job that is there, not a default one
     raw = read_toml(config) if config else {}
+    if args.seed is not None:
+        raw["seed"] = args.seed
     if args.seeds is not None:
         raw["seeds"] = args.seeds
     if args.quick:
@@ -78,6 +91,8 @@ def config_from_args(args: argparse.Namespace):
         raw["models_dir"] = args.models
     if args.no_rcu:
         raw["rcu"] = False
+    if args.threads is not None:
+        raw["torch_threads"] = args.threads
     return from_dict(StudyConfig, apply_overrides(raw, args.set))
 
 
@@ -88,15 +103,16 @@ def main(argv: list[str] | None = None) -> int:
         from study.config import StudyError
         from study.job import run_study
 
-        if args.threads < 0:
-            raise StudyError(f"--threads must be >= 0, got {args.threads}")
+        workers = args.workers
+        if workers != "auto" and not (workers.isdigit() and int(workers) >= 1):
+            raise StudyError(f"--workers must be an integer >= 1 or auto, got {workers!r}")
         cfg = config_from_args(args)
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
         metrics = run_study(
-            cfg, Path(args.out), progress=not args.no_progress, report_only=args.report_only
+            cfg,
+            Path(args.out),
+            progress=not args.no_progress,
+            report_only=args.report_only,
+            workers=workers if workers == "auto" else int(workers),
         )
         for line in metrics["failed_runs"]:  # the report is written; the job still failed
             print(f"failed: {line}", file=sys.stderr)

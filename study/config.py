@@ -97,16 +97,31 @@ class Thresholds:
 class StudyConfig:
     """What one main job computes (where it writes and how it shows progress are run options)."""
 
-    seeds: int = _o(1, "protocol seeds 0..seeds-1 (data order, data draw, sampling); >= 3: CIs")
+    seed: int = _o(0, "first protocol seed (data order, data draw, sampling)")
+    seeds: int = _o(1, "number of seeds: the job runs seed .. seed + seeds - 1; >= 3: intervals")
     quick: bool = _o(False, "tiny models and a few examples per stage (tests, notebooks)")
     archs: tuple[str, ...] = _o(ARCHS, "default architectures to run (llama, qwen2)")
     models_dir: str = _o(
         "", "folder holding llama/ and qwen2/; empty = the built-in defaults (built if not cached)"
     )
     rcu: bool = _o(True, "also run the Section 4.3 R/C/U study")
+    torch_threads: int = _o(
+        1,
+        "torch CPU threads of each protocol; fixed, because the numbers depend on it (the order "
+        "of float reductions) and must not depend on how many protocols run side by side",
+    )
     thresholds: Thresholds = _o(Thresholds(), "the verdicts' thresholds")
 
+    @property
+    def seed_list(self) -> list[int]:
+        """The protocol seeds this job runs."""
+        return list(range(self.seed, self.seed + self.seeds))
+
     def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise StudyError(f"seed must be >= 0, got {self.seed}")
+        if self.torch_threads < 1:
+            raise StudyError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if self.seeds < 1:
             raise StudyError(f"seeds must be >= 1, got {self.seeds}")
         if not self.archs:

@@ -17,6 +17,7 @@ from llm.models import transformers_progress
 from pathdep.configs import ConfigError, config_hash, save_config, saved_hash, to_dict
 from pathdep.io import atomic_write_json, atomic_write_text, check_output_folder
 from pathdep.lock import hold
+from pathdep.resources import usable_cores
 from study.config import StudyConfig, StudyError
 from study.figures import plot_label_curves
 from study.layout import StudyLayout
@@ -40,14 +41,15 @@ def analyse(
     """Numbers, aggregates and verdicts of every protocol folder (reads files only)."""
     th = cfg.thresholds
     result: dict[str, Any] = {}
-    for arch, seeds in folders["runs"].items():
+    for arch, by_seed in folders["runs"].items():
+        seeds = {int(k): v for k, v in by_seed.items()}
         vocab = vocab_size(models[arch])
         nums = [protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(seeds.items())]
         broken = [n["incomplete"] for n in nums if "incomplete" in n]
         if broken:  # a stage failed: no verdict can be computed for this architecture
             result[arch] = {"folders": [seeds[k] for k in sorted(seeds)], "incomplete": broken[0]}
             continue
-        sequences = path_sequences(layout.root / seeds["0"])
+        sequences = path_sequences(layout.root / seeds[min(seeds)])
         entry: dict[str, Any] = {
             "folders": [seeds[k] for k in sorted(seeds)],
             "paths": nums[0]["paths"],
@@ -59,7 +61,7 @@ def analyse(
             "seeds": nums,
         }
         if arch in folders["rcu"]:
-            rseeds = folders["rcu"][arch]
+            rseeds = {int(k): v for k, v in folders["rcu"][arch].items()}
             rnums = [
                 protocol_numbers(layout.root / rel, vocab) for _, rel in sorted(rseeds.items())
             ]
@@ -80,12 +82,15 @@ def run_study(
     *,
     progress: bool = True,
     report_only: bool = False,
+    workers: int | str = 1,
 ) -> dict[str, Any]:
     """Run every phase into ``out`` and write the report; returns the metrics as written.
 
     An existing ``out`` of the same config resumes (finished protocol runs are kept); one of
     another config is refused. ``report_only`` runs no protocol: it re-analyses the protocol
     folders already in ``out`` (e.g. with other thresholds) and keeps their phase times.
+    ``workers`` protocols run side by side in spawned processes (``"auto"``: one per usable
+    core, at most one per protocol); the files do not depend on it.
     """
     layout = StudyLayout(Path(out))
     check_output_folder(layout.root)
@@ -96,6 +101,7 @@ def run_study(
             f"{config_hash(cfg)}); use a new --out, or --config {layout.root / 'config.toml'}"
         )
     timings: dict[str, float] = {}
+    job_started = time.perf_counter()
     t = time.perf_counter()
     log(progress, "phase 1/5: default models (built once, then cached)")
     models = resolve_models(cfg, progress)  # into the model cache, not into out
@@ -111,7 +117,7 @@ def run_study(
         log(progress, "phase 3/5: simulation path study (sim.paths)")
         sim = run_sim(layout.sim)
         timings["sim"] = time.perf_counter() - t
-        log(progress, f"phase 4/5: LLM protocol on {', '.join(cfg.archs)} x {cfg.seeds} seed(s)")
+        log(progress, f"phase 4/5: LLM protocol on {', '.join(cfg.archs)}, seeds {cfg.seed_list}")
         if report_only:
             folders = existing_folders(cfg, layout)
             if layout.metrics.is_file():  # keep the times of the run that produced the folders
@@ -119,19 +125,28 @@ def run_study(
                     if k.startswith(("llm_", "rcu_")):
                         timings[k] = v
         else:
-            folders = run_llm(configs, timings, progress)
-        return _write_report(cfg, layout, folders, models, timings, theory, sim, progress)
+            n = len(configs) if workers == "auto" else int(workers)
+            folders = run_llm(
+                configs, timings, progress, cfg.torch_threads, min(n, len(configs), usable_cores())
+            )
+        return _write_report(
+            cfg, layout, folders, models, timings, theory, sim, progress, job_started
+        )
 
 
-def _write_report(cfg, layout, folders, models, timings, theory, sim, progress) -> dict[str, Any]:
+def _write_report(
+    cfg, layout, folders, models, timings, theory, sim, progress, job_started
+) -> dict[str, Any]:
     t = time.perf_counter()
     log(progress, "phase 5/5: report")
     llm = analyse(cfg, layout, folders, models)
     timings["report"] = time.perf_counter() - t
-    timings["total"] = sum(timings.values())
+    # Wall time: protocols that ran side by side overlap, so their seconds do not add up to it.
+    timings["total"] = time.perf_counter() - job_started
     metrics = {
         "job": {
             "seeds": cfg.seeds,
+            "seed_list": cfg.seed_list,
             "quick": cfg.quick,
             "archs": list(cfg.archs),
             "models": {a: str(p) for a, p in models.items()},

@@ -144,7 +144,7 @@ def existing_folders(cfg: StudyConfig, layout: StudyLayout) -> dict[str, Any]:
     runs: dict[str, dict[str, str]] = {}
     rcu: dict[str, dict[str, str]] = {}
     for arch in cfg.archs:
-        for seed in range(cfg.seeds):
+        for seed in cfg.seed_list:
             for is_rcu, table in ((False, runs), (True, rcu)):
                 rel = layout.protocol(arch, seed, rcu=is_rcu)
                 if ProtocolLayout(layout.root / rel).re_distance.is_file():
@@ -172,7 +172,7 @@ def protocol_configs(
     """Every protocol the job runs, in order, its config built and checked (nothing written)."""
     runs = []
     for arch in cfg.archs:
-        for seed in range(cfg.seeds):
+        for seed in cfg.seed_list:
             # --quick runs R/C/U on the first architecture only (it checks the wiring).
             with_rcu = cfg.rcu and not (cfg.quick and arch != cfg.archs[0])
             for rcu in (False, True) if with_rcu else (False,):
@@ -182,19 +182,64 @@ def protocol_configs(
     return runs
 
 
-def run_llm(runs: list[ProtocolRun], timings: dict[str, float], progress: bool) -> dict[str, Any]:
-    """Run every protocol; returns {"runs": {arch: {seed: folder}}, "rcu": {...}} (relative)."""
+def _run_protocol(run: ProtocolRun, threads: int, progress: bool) -> float:
+    """One protocol on ``threads`` torch threads; its seconds (a worker process's task)."""
+    import torch
+
     from llm.protocol import run_protocol
 
-    folders: dict[str, dict[str, dict[str, str]]] = {"runs": {}, "rcu": {}}
-    for run in runs:
-        kind = "R/C/U study" if run.rcu else "LLM protocol"
-        log(progress, f"{kind}: {run.arch}, seed {run.seed} -> {run.folder}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
         started = time.perf_counter()
         run_protocol(run.config, run.folder, progress)
-        timings[f"{'rcu' if run.rcu else 'llm'}_{run.arch}_seed{run.seed}"] = (
-            time.perf_counter() - started
-        )
+        return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_llm(
+    runs: list[ProtocolRun],
+    timings: dict[str, float],
+    progress: bool,
+    threads: int = 1,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Run every protocol; returns {"runs": {arch: {seed: folder}}, "rcu": {...}} (relative).
+
+    Each protocol runs on ``threads`` torch threads, and ``workers`` of them side by side in
+    spawned processes (the protocols are independent folders, so the order does not matter).
+    A protocol's numbers depend on its thread count (the order of float reductions), not on how
+    many run at once: workers = 1 and workers = 2 give the same files.
+    """
+    from tqdm.auto import tqdm
+
+    seconds: dict[ProtocolRun, float] = {}
+    if workers <= 1:
+        for run in runs:
+            kind = "R/C/U study" if run.rcu else "LLM protocol"
+            log(progress, f"{kind}: {run.arch}, seed {run.seed} -> {run.folder}")
+            seconds[run] = _run_protocol(run, threads, progress)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # The longest first (the R/C/U studies are short), so the workers finish together.
+        ordered = sorted(runs, key=lambda r: r.rcu)
+        log(progress, f"{len(runs)} protocols, {workers} side by side ({threads} thread each)")
+        context = multiprocessing.get_context("spawn")  # no inherited torch thread pool
+        bar = tqdm(total=len(runs), desc="protocols", disable=not progress)
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_run_protocol, r, threads, False): r for r in ordered}
+            for future in as_completed(futures):
+                run = futures[future]
+                seconds[run] = future.result()
+                bar.update(1)
+                bar.set_postfix(done=f"{run.arch} seed {run.seed}{' R/C/U' if run.rcu else ''}")
+        bar.close()
+    folders: dict[str, dict[str, dict[str, str]]] = {"runs": {}, "rcu": {}}
+    for run in runs:  # in the job's order, whatever order they finished in
+        timings[f"{'rcu' if run.rcu else 'llm'}_{run.arch}_seed{run.seed}"] = seconds[run]
         folders["rcu" if run.rcu else "runs"].setdefault(run.arch, {})[str(run.seed)] = run.rel
     return folders
 

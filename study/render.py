@@ -70,7 +70,7 @@ def render_report(metrics: dict[str, Any]) -> str:
     L += [
         "# pathdep main job: report",
         "",
-        f"Seeds: {job['seeds']} ({seeds_note}); "
+        f"Seeds: {', '.join(map(str, job.get('seed_list', range(job['seeds']))))} ({seeds_note}); "
         f"quick mode: {fmt(job['quick'])}; architectures: {', '.join(job['archs'])}.",
         "",
         "## Time per phase (seconds)",

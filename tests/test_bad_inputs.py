@@ -212,6 +212,7 @@ CLI_CASES: dict[str, tuple[Callable, list[str], int, str]] = {
     "study/seeds": (study_main, ["--out", "{out}", "--quick", "--seeds", "0"], 2, "seeds"),
     "study/archs": (study_main, ["--out", "{out}", "--quick", "--archs", "gpt2"], 2, "gpt2"),
     "study/threads": (study_main, ["--out", "{out}", "--quick", "--threads", "-1"], 2, "threads"),
+    "study/workers": (study_main, ["--out", "{out}", "--quick", "--workers", "0"], 2, "--workers"),
     "study/threshold-inf": (
         study_main,
         ["--out", "{out}", "--quick", "--set", "thresholds.deep_ratio=inf"],

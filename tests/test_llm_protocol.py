@@ -102,6 +102,26 @@ def test_protocol_end_to_end_with_shared_prefixes_and_resume(tiny_models_dir, tm
         P.run_protocol(changed, out, progress=False)
 
 
+def test_light_evaluations_between_the_full_ones(tiny_models_dir, tmp_path):
+    """full_eval_every = 0: every group at step 0 and at the end, the label (and Pred) between."""
+    raw = json.loads(json.dumps(TINY))
+    raw["unlearn"] |= {"full_eval_every": 0, "eval_every": 1, "methods": [{"name": "ga"}]}
+    raw["paths"]["positions"] = [3]
+    cfg = tiny_config(tiny_models_dir / "llama", unlearn=raw["unlearn"], paths=raw["paths"])
+    P.run_protocol(cfg, tmp_path, progress=False)
+    lines = [
+        json.loads(x) for x in (tmp_path / "runs/p3/ga/metrics.jsonl").read_text().splitlines()
+    ]
+    evaluated = [x for x in lines if "label" in x]
+    assert [x["step"] for x in evaluated] == [0, 1, 2, 3, 4]
+    for x in evaluated:
+        full = x["step"] in (0, 4)
+        assert ("phrases" in x) == full and ("tofu" in x) == full, x["step"]
+    assert sorted(int(f.stem[5:]) for f in (tmp_path / "runs/p3/ga/pred").glob("*.npy")) == [
+        0, 1, 2, 3, 4
+    ]  # fmt: skip
+
+
 def test_prefix_keys_depend_on_order_data_and_base(tiny_models_dir):
     cfg = tiny_config(tiny_models_dir / "llama")
     digests = {"inst": "a", "tofu": "b", "unlearn": "c"}

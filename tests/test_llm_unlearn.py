@@ -17,14 +17,7 @@ from llm.loop import NonFiniteError
 from llm.train import attach_lora
 from llm.unlearn import UnlearnMicro, UnlearnObjective, reference_logprobs, unlearn
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (and a busy 2-core machine makes threads spin)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def load(tiny_models_dir: Path, dtype=torch.float64):
@@ -180,6 +173,32 @@ def test_metrics_jsonl_has_every_step_and_the_method_form(tiny_models_dir, tmp_p
     assert all(x["length_normalize"] is True and x["objective"] == "simnpo" for x in lines)
     assert all(math.isfinite(x["grad_norm"]) for x in lines[1:])
     assert lines[1]["world_size"] == 1 and lines[1]["micro_batch"] == 2
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_simnpo_records_its_gradient_factor_at_step_zero(tiny_models_dir, tmp_path, normalize):
+    """sigmoid(beta r + margin) over the forget set, computed independently from the model
+    before unlearning: the factor that saturates the paper's form (r = log pi of a response)."""
+    method = MethodConfig(objective="simnpo", beta=1.5, margin=0.2, length_normalize=normalize)
+    model, tok = load(tiny_models_dir, torch.float32)
+    expected = []
+    for ex in forget_set(tok, 4):
+        logp, n = hand_logp(model, ex)
+        r = logp / n if normalize else logp
+        expected.append(1 / (1 + math.exp(-(1.5 * r + 0.2))))
+    _run(tiny_models_dir, tmp_path, method, _label_eval)
+    step0 = _lines(tmp_path / "metrics.jsonl")[0]
+    assert step0["simnpo_weight"] == pytest.approx(sum(expected) / 4, rel=1e-4, abs=1e-12)
+    assert all("simnpo_weight" not in x for x in _lines(tmp_path / "metrics.jsonl")[1:])
+
+
+def test_a_methods_own_learning_rate_overrides_unlearn_lr(tiny_models_dir, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _run(tiny_models_dir, tmp_path / "a", MethodConfig(objective="ga", lr=3e-3))
+    _run(tiny_models_dir, tmp_path / "b", MethodConfig(objective="ga"))  # unlearn.lr = 2e-2
+    assert {x["lr"] for x in _lines(tmp_path / "a" / "metrics.jsonl")[1:]} == {3e-3}
+    assert {x["lr"] for x in _lines(tmp_path / "b" / "metrics.jsonl")[1:]} == {2e-2}
 
 
 def test_resume_of_unlearning_equals_uninterrupted(tiny_models_dir, tmp_path):

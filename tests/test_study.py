@@ -240,7 +240,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     [
         (["--seeds", "0"], "seeds must be >= 1"),
         (["--archs", "gpt2"], "gpt2"),
-        (["--threads", "-1"], "--threads"),
+        (["--threads", "-1"], "torch_threads must be >= 1"),
         (["--models", "/nonexistent-pathdep"], "nonexistent"),
     ],
 )
@@ -405,3 +405,21 @@ def test_cli_bad_config_exits_2_in_process(tmp_path: Path, args, needle, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0]
     assert not out.exists()
+
+
+def test_protocols_side_by_side_give_the_same_files(quick_job, tiny_models_dir, tmp_path):
+    """workers = 2 runs the protocols in two spawned processes: the same numbers as one after
+    the other (each protocol runs on the config's one torch thread either way)."""
+    out, metrics = quick_job
+    cfg = StudyConfig(quick=True, models_dir=str(tiny_models_dir))
+    side = run_study(cfg, tmp_path / "side", progress=False, workers=2)
+    for key in ("llm", "summary", "failed_runs"):
+        assert side[key] == metrics[key], key
+    for f in ("llm/llama/seed0/re_distance.json", "llm/qwen2/seed0/runs/p2/npo/metrics.jsonl"):
+        a, b = (out / f).read_text(), (tmp_path / "side" / f).read_text()
+        if f.endswith(".jsonl"):  # wall-clock times aside
+            a, b = (
+                [{k: v for k, v in json.loads(x).items() if k != "time"} for x in t.splitlines()]
+                for t in (a, b)
+            )
+        assert a == b, f

@@ -30,6 +30,7 @@ from llm.default_models.pretraining import model_config, pretrain, pretraining_b
 from llm.default_models.tokenizer import train_tokenizer
 from llm.models import transformers_progress
 from pathdep.io import atomic_write_text, make_group_readable
+from pathdep.resources import usable_cores
 
 METADATA_FILE = "pathdep_default.json"
 
@@ -88,7 +89,7 @@ def build_default(
     if unknown or not archs:
         raise ValueError(f"unknown architectures {unknown}; expected a subset of {ARCHS}")
     if workers == "auto":
-        workers = min(len(archs), _usable_cores())
+        workers = min(len(archs), usable_cores())
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1 or 'auto', got {workers!r}")
     out = Path(out_dir).expanduser()
@@ -104,15 +105,6 @@ def build_default(
             for future in [pool.submit(_build_and_install, *job) for job in jobs]:
                 future.result()
     return {arch: out / arch for arch in archs}
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on (respects taskset and container CPU sets). The same as
-    ``sim.parallel.usable_cores``, kept here because importing ``sim`` starts JAX, which a
-    model build (and each process it spawns) does not need."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def _build_and_install(
