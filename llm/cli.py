@@ -15,9 +15,10 @@ from pathlib import Path
 from pathdep.cli import OneLineParser, run_command
 
 
-def _config_args(p: argparse.ArgumentParser, out_required: bool = True) -> None:
+def _config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("--config", required=True, help="run config (TOML), e.g. llm/configs/tiny.toml")
-    p.add_argument("--out", required=out_required, help="output folder (resumes if it exists)")
+    if out:
+        p.add_argument("--out", required=True, help="output folder (resumes if it exists)")
     p.add_argument(
         "--set",
         action="append",
@@ -53,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-math", action="store_true", help="skip math generation")
     p = sub.add_parser("protocol", help="paths x methods, baseline, evaluation, report")
     _config_args(p)
+    p = sub.add_parser(
+        "curvature", help="top eigenvalues of the forget loss's GGN and Hessian at a checkpoint"
+    )
+    _config_args(p, out=False)
+    p.add_argument("--model", required=True, help="model folder (a checkpoint of the config's)")
+    p.add_argument("--top", type=int, default=20, help="eigenvalues to compute (Lanczos)")
+    p.add_argument("--n-forget", type=int, default=16, help="forget examples in the loss")
+    p.add_argument("--trace-samples", type=int, default=32, help="Hutchinson samples")
+    p.add_argument("--no-hessian", action="store_true", help="the GGN only (half the time)")
+    p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     p = sub.add_parser("report", help="tables and figures from a protocol folder's metrics")
     p.add_argument("--out", required=True, help="protocol output folder")
     return parser
@@ -110,6 +121,8 @@ def _run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.command == "curvature":
+        return _curvature(cfg, args, progress)
     if args.command == "protocol":
         result = P.run_protocol(cfg, args.out, progress=progress)
         print(f"report: {Path(args.out) / 'report' / 'table1.md'}")
@@ -147,6 +160,39 @@ def _run(args) -> int:
                 statuses.append(P.run_unlearning(ws, ws.suite, name, model_dir, method))
                 print(f"{name}/{method.name}: {statuses[-1]['status']}")
         return _failed(statuses)
+
+
+def _curvature(cfg, args, progress: bool) -> int:
+    from llm.models import check_model_folder, transformers_progress
+    from llm.path_theory import checkpoint_curvature
+    from pathdep.io import atomic_write_json, check_output_file
+
+    if args.json is not None:
+        check_output_file(args.json)
+    check_model_folder(args.model)
+    with transformers_progress(progress):
+        result = checkpoint_curvature(
+            cfg,
+            args.model,
+            top=args.top,
+            n_forget=args.n_forget,
+            trace_samples=args.trace_samples,
+            hessian=not args.no_hessian,
+            progress=progress,
+        )
+    print(
+        f"{result['parameters']} parameters ({result['subspace']}), {result['n_forget']} forget "
+        f"examples, {result['labelled_tokens']} labelled tokens; {result['loss_normalisation']}"
+    )
+    for kind in ("ggn", "hessian"):
+        if f"{kind}_eigenvalues" in result:
+            values = " ".join(f"{v:.4g}" for v in result[f"{kind}_eigenvalues"])
+            print(f"{kind} top {args.top}: {values}")
+    print(f"ggn trace: {result['ggn_trace']:.4g} ± {result['ggn_trace_se']:.2g} (Hutchinson)")
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@
       runs/retrain/              the retrain baseline: metrics.json, pred.npy
       re_distance.json           RE distances between paths and to the retrain baseline, per step
       paths.json                 stage sequence of every path and of the retrain baseline
+      theory_llm.json            the linear theory's quantities on the paths (llm.path_theory)
       report/                    table1.md, table1.csv, summary.json, figures (llm.report)
 
 The protocol writes through these objects, and the report and the main job read through them, so
@@ -126,6 +127,12 @@ class ProtocolLayout:
     @property
     def paths_json(self) -> Path:
         return self.root / "paths.json"
+
+    @property
+    def theory_llm(self) -> Path:
+        """The theory's quantities measured on the paths (:func:`llm.path_theory.analyse_protocol`,
+        written by the main job)."""
+        return self.root / "theory_llm.json"
 
     @property
     def report(self) -> Path:

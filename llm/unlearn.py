@@ -213,6 +213,25 @@ def checkpoint_step(ckpt_dir: str | Path | None) -> int | None:
     return int(json.loads((Path(ckpt_dir) / "step.json").read_text())["step"])
 
 
+def unlearn_settings(
+    method: MethodConfig, cfg: UnlearnConfig, ft: FinetuneConfig, seed: int = 0
+) -> LoopSettings:
+    """The optimisation settings of unlearning with ``method`` (its lr, else unlearn.lr;
+    unlearn.optimizer, else fine-tuning's; fine-tuning's betas, weight decay and clipping)."""
+    return LoopSettings(
+        lr=method.lr or cfg.lr,
+        optimizer=cfg.optimizer or ft.optimizer,
+        schedule=cfg.schedule,
+        warmup_frac=cfg.warmup_frac,
+        decay_frac=cfg.decay_frac,
+        betas=ft.betas,
+        weight_decay=ft.weight_decay,
+        max_grad_norm=ft.max_grad_norm,
+        checkpoint_every=ft.checkpoint_every,
+        seed=seed,
+    )
+
+
 def unlearn(
     model: torch.nn.Module,
     forget: Sequence[Any],
@@ -292,18 +311,7 @@ def unlearn(
         if log is not None:
             log.write({**run_info, **fields})
 
-    settings = LoopSettings(
-        lr=method.lr or cfg.lr,
-        optimizer=cfg.optimizer or ft.optimizer,
-        schedule=cfg.schedule,
-        warmup_frac=cfg.warmup_frac,
-        decay_frac=cfg.decay_frac,
-        betas=ft.betas,
-        weight_decay=ft.weight_decay,
-        max_grad_norm=ft.max_grad_norm,
-        checkpoint_every=ft.checkpoint_every,
-        seed=seed,
-    )
+    settings = unlearn_settings(method, cfg, ft, seed)
     objective = UnlearnObjective(forget, retain, method, pad_token_id, ref_logp)
     records = run_loop(
         model,

@@ -52,6 +52,21 @@ def check_output_folder(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, flag: str = "--json") -> Path:
+    """Check, writing nothing, that ``path`` can be written as a file (``flag`` names the option
+    in the message).
+
+    Raises:
+        OutputPathError: ``path`` is a folder, or its folder cannot be one.
+        OSError: the folder is not writable (EACCES; exit status 1).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a folder; give a file name")
+    check_output_folder(path.parent)
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

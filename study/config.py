@@ -41,6 +41,8 @@ QUICK_RCU_OVERRIDES = (
 
 # --quick: every stage trained for this many epochs (stages are an array, not a dotted key).
 QUICK_EPOCHS = 1.0
+# --quick: at most this many forget-GGN eigenpairs (the tiny model's check of the wiring).
+QUICK_THEORY_TOP = 6
 
 
 class StudyError(BadInput):
@@ -110,6 +112,11 @@ class StudyConfig:
         "torch CPU threads of each protocol; fixed, because the numbers depend on it (the order "
         "of float reductions) and must not depend on how many protocols run side by side",
     )
+    theory_top: int = _o(
+        20,
+        "eigenpairs of the forget loss's GGN per protocol for the theory ↔ LLM section "
+        f"(llm.path_theory); 0 = no section; --quick: at most {QUICK_THEORY_TOP}",
+    )
     thresholds: Thresholds = _o(Thresholds(), "the verdicts' thresholds")
 
     @property
@@ -122,6 +129,8 @@ class StudyConfig:
             raise StudyError(f"seed must be >= 0, got {self.seed}")
         if self.torch_threads < 1:
             raise StudyError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        if self.theory_top < 0:
+            raise StudyError(f"theory_top must be >= 0, got {self.theory_top}")
         if self.seeds < 1:
             raise StudyError(f"seeds must be >= 1, got {self.seeds}")
         if not self.archs:

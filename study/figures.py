@@ -1,4 +1,4 @@
-"""The main job's figure, drawn from ``metrics.json`` alone."""
+"""The main job's figures, drawn from ``metrics.json`` alone."""
 
 from __future__ import annotations
 
@@ -46,6 +46,67 @@ def plot_label_curves(metrics: dict[str, Any], path: Path) -> None:
             ax.set_xlabel("unlearning step", fontsize=8)
             ax.set_ylabel("label log-prob / token", fontsize=8)
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_save_figure(fig, path, dpi=80)
+    plt.close(fig)
+
+
+def plot_theory_llm(tl: dict[str, Any], path: Path) -> None:
+    """The theory ↔ LLM section's figure (``metrics["theory_llm"]``): predicted against
+    measured growth per pair (plain and preconditioned step), the linearised run's relative gap
+    per step, and the recency predictor against the measured forgetting."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not tl["pairs"]:
+        return
+    archs = sorted({r["arch"] for r in tl["pairs"]})
+    colors = {a: f"C{i}" for i, a in enumerate(archs)}
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
+    for ax, key, title in (
+        (axes[0], "predicted_log_growth", "growth: lr·G"),
+        (axes[1], "predicted_log_growth_preconditioned", "growth: lr·D·G (AdamW)"),
+    ):
+        for a in archs:
+            pts = [
+                (r.get(key), r["measured_log_growth"])
+                for r in tl["pairs"]
+                if r["arch"] == a and None not in (r.get(key), r["measured_log_growth"])
+            ]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.scatter(x, y, s=14, color=colors[a], label=a)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("predicted 2 ln(1 + ρ̂) per step", fontsize=8)
+        ax.set_ylabel("measured d ln d / step", fontsize=8)
+        ax.legend(fontsize=7)
+    ax = axes[2]
+    for r in tl["paths"]:
+        # Both runs take the same first step (the same gradient at θ0): the gap is 0 up to step
+        # 1 by construction, so the curves start at step 2.
+        gaps = [g if g > 0 else np.nan for g in r["linear_relative_gap"][2:]]  # log axis
+        ax.plot(range(2, 2 + len(gaps)), gaps, color=colors[r["arch"]], alpha=0.5, lw=1)
+    ax.axhline(0.1, color="gray", ls=":", lw=1)
+    ax.set_yscale("log")
+    ax.set_title("linearised vs real GA (0 up to step 1)", fontsize=9)
+    ax.set_xlabel("GA step", fontsize=8)
+    ax.set_ylabel("‖θ_lin − θ_real‖ / ‖θ_real − θ0‖", fontsize=8)
+    ax = axes[3]
+    for a in archs:
+        pts = [
+            (r["gradient_in_span"], r["label_drop"])
+            for r in tl["paths"]
+            if r["arch"] == a and r["label_drop"] is not None
+        ]
+        if pts:
+            x, y = zip(*pts, strict=True)
+            ax.scatter(x, y, s=14, color=colors[a], label=a)
+    ax.set_title("recency", fontsize=9)
+    ax.set_xlabel("‖Vᵀ∇L‖ at the checkpoint", fontsize=8)
+    ax.set_ylabel("label log-prob drop under GA", fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_save_figure(fig, path, dpi=80)
     plt.close(fig)

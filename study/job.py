@@ -18,8 +18,9 @@ from pathdep.configs import ConfigError, config_hash, save_config, saved_hash, t
 from pathdep.io import atomic_write_json, atomic_write_text, check_output_folder
 from pathdep.lock import hold
 from pathdep.resources import usable_cores
+from study import theory_llm
 from study.config import StudyConfig, StudyError
-from study.figures import plot_label_curves
+from study.figures import plot_label_curves, plot_theory_llm
 from study.layout import StudyLayout
 from study.phases import (
     existing_folders,
@@ -122,7 +123,7 @@ def run_study(
             folders = existing_folders(cfg, layout)
             if layout.metrics.is_file():  # keep the times of the run that produced the folders
                 for k, v in json.loads(layout.metrics.read_text())["timings"]:
-                    if k.startswith(("llm_", "rcu_")):
+                    if k.startswith(("llm_", "rcu_", "theory_llm_")):
                         timings[k] = v
         else:
             n = len(configs) if workers == "auto" else int(workers)
@@ -156,6 +157,7 @@ def _write_report(
         "theory": theory,
         "sim": sim,
         "llm": llm,
+        "theory_llm": theory_llm.collect(layout.root, folders["runs"]),
         "summary": summarise(llm),
         "summary_rows": SUMMARY_ROWS,
         "thresholds": to_dict(cfg.thresholds),
@@ -164,6 +166,8 @@ def _write_report(
     atomic_write_json(layout.metrics, metrics)
     metrics = json.loads(layout.metrics.read_text())  # render exactly what the file holds
     plot_label_curves(metrics, layout.label_curves)
+    if metrics["theory_llm"] is not None:
+        plot_theory_llm(metrics["theory_llm"], layout.theory_llm_figure)
     atomic_write_text(layout.report, render_report(metrics))
     log(progress, f"wrote {layout.report} ({timings['total']:.0f} s)")
     return metrics

@@ -5,6 +5,7 @@ OUT/
   metrics.json                every number the report states, with the thresholds
   report.md                   rendered from metrics.json alone
   fig_label_curves.png        label log-prob per unlearning step, all paths
+  fig_theory_llm.png          the theory's predictions against the LLM protocols' measurements
   theory/                     Theorem 3.1 instance, check.json, bound_vs_exact.png
   sim/                        the sim path study: paths_summary.json, paths.png
   llm/<arch>/seed<k>/         one protocol folder per architecture and seed (llm.layout)
@@ -35,6 +36,10 @@ class StudyLayout:
     @property
     def label_curves(self) -> Path:
         return self.root / "fig_label_curves.png"
+
+    @property
+    def theory_llm_figure(self) -> Path:
+        return self.root / "fig_theory_llm.png"
 
     @property
     def theory(self) -> Path:

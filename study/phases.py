@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from pathdep.errors import BadInput
 from pathdep.io import atomic_write_json
-from study.config import ARCHS, StudyConfig, StudyError, protocol_config
+from study.config import ARCHS, QUICK_THEORY_TOP, StudyConfig, StudyError, protocol_config
 from study.layout import StudyLayout
 
 THEORY_SEED = 0
@@ -164,6 +165,7 @@ class ProtocolRun:
     folder: Path  # absolute
     rel: str  # relative to the output folder, as metrics.json records it
     config: Any  # llm.config.RunConfig
+    theory_top: int = 0  # > 0: measure the theory's quantities on it (llm.path_theory)
 
 
 def protocol_configs(
@@ -178,24 +180,55 @@ def protocol_configs(
             for rcu in (False, True) if with_rcu else (False,):
                 rel = layout.protocol(arch, seed, rcu=rcu)
                 config = protocol_config(arch, seed, cfg.quick, models[arch], rcu=rcu)
-                runs.append(ProtocolRun(arch, seed, rcu, layout.root / rel, rel, config))
+                top = 0 if rcu else cfg.theory_top
+                if cfg.quick:
+                    top = min(top, QUICK_THEORY_TOP)
+                runs.append(ProtocolRun(arch, seed, rcu, layout.root / rel, rel, config, top))
     return runs
 
 
-def _run_protocol(run: ProtocolRun, threads: int, progress: bool) -> float:
-    """One protocol on ``threads`` torch threads; its seconds (a worker process's task)."""
+def _run_protocol(run: ProtocolRun, threads: int, progress: bool) -> dict[str, float]:
+    """One protocol on ``threads`` torch threads, then the theory's quantities on it; the seconds
+    of each (a worker process's task)."""
     import torch
 
+    from llm.models import transformers_progress
     from llm.protocol import run_protocol
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    seconds = {}
     try:
         started = time.perf_counter()
-        run_protocol(run.config, run.folder, progress)
-        return time.perf_counter() - started
+        with transformers_progress(progress):  # a spawned worker starts with the bars on
+            run_protocol(run.config, run.folder, progress)
+        seconds["llm" if not run.rcu else "rcu"] = time.perf_counter() - started
+        if run.theory_top > 0:
+            started = time.perf_counter()
+            with transformers_progress(progress):
+                _measure_theory(run, progress)
+            seconds["theory_llm"] = time.perf_counter() - started
+        return seconds
     finally:
         torch.set_num_threads(previous)
+
+
+def _measure_theory(run: ProtocolRun, progress: bool) -> None:
+    """``theory_llm.json`` of a finished protocol (kept when it holds the same request)."""
+    import json
+
+    from llm.layout import ProtocolLayout
+    from llm.path_theory import analyse_protocol
+
+    path = ProtocolLayout(run.folder).theory_llm
+    if path.is_file() and json.loads(path.read_text()).get("top") == run.theory_top:
+        return
+    log(progress, f"theory ↔ LLM: {run.arch}, seed {run.seed} (top {run.theory_top})")
+    try:
+        result = analyse_protocol(run.config, run.folder, top=run.theory_top)
+    except BadInput as err:  # e.g. a protocol whose GA runs failed: reported, not fatal
+        result = {"top": run.theory_top, "error": str(err)}
+    atomic_write_json(path, result)
 
 
 def run_llm(
@@ -214,7 +247,7 @@ def run_llm(
     """
     from tqdm.auto import tqdm
 
-    seconds: dict[ProtocolRun, float] = {}
+    seconds: dict[ProtocolRun, dict[str, float]] = {}
     if workers <= 1:
         for run in runs:
             kind = "R/C/U study" if run.rcu else "LLM protocol"
@@ -239,7 +272,8 @@ def run_llm(
         bar.close()
     folders: dict[str, dict[str, dict[str, str]]] = {"runs": {}, "rcu": {}}
     for run in runs:  # in the job's order, whatever order they finished in
-        timings[f"{'rcu' if run.rcu else 'llm'}_{run.arch}_seed{run.seed}"] = seconds[run]
+        for kind, s in seconds[run].items():
+            timings[f"{kind}_{run.arch}_seed{run.seed}"] = s
         folders["rcu" if run.rcu else "runs"].setdefault(run.arch, {})[str(run.seed)] = run.rel
     return folders
 

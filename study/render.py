@@ -10,6 +10,8 @@ import math
 from types import SimpleNamespace
 from typing import Any
 
+from study.theory_llm import render_section
+
 
 def fmt(x: Any, digits: int = 3) -> str:
     """A number as the report prints it (None: n/a; booleans: yes/no)."""
@@ -335,6 +337,8 @@ def render_report(metrics: dict[str, Any]) -> str:
             f"({a['folders'][0]}/report/table1.md).",
             "",
         ]
+    if metrics.get("theory_llm"):
+        L += render_section(metrics["theory_llm"])
     L += [
         "## Summary",
         "",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pathdep.cli import OneLineParser, run_command
-from pathdep.io import OutputPathError, atomic_write_text, check_output_folder
+from pathdep.io import atomic_write_text, check_output_file, check_output_folder
 from pathdep.lock import hold
 from theory.instance import DEMO_EPSILON, DEMO_SHAPE, DEMO_STEPS
 
@@ -72,9 +72,7 @@ def _run_check(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.epsilon) and args.epsilon > 0):
         raise InstanceError(f"--epsilon must be a finite number > 0; got {args.epsilon}")
     if args.json is not None:
-        if args.json.is_dir():
-            raise OutputPathError(f"--json {args.json} is a folder; give a file name")
-        check_output_folder(args.json.parent)
+        check_output_file(args.json)
     inst = load_instance(args.instance)
     start = time.perf_counter()
     result = check_instance(inst, args.steps, args.epsilon)
