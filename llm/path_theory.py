@@ -189,6 +189,7 @@ def checkpoint_curvature(
     Everything is checked before the first product; nothing is written."""
     import tempfile
 
+    from llm.models import transformers_progress
     from llm.workspace import load_model, prepare_workspace
 
     if trace_samples < 2:
@@ -196,7 +197,9 @@ def checkpoint_curvature(
     with tempfile.TemporaryDirectory() as unused:  # prepare_workspace checks and writes nothing
         ws = prepare_workspace(cfg, Path(unused) / "out", progress=False)
     examples = forget_set(ws, n_forget)
-    model, names = unlearned_parameters(cfg, with_eager_attention(load_model(ws, Path(model_dir))))
+    with transformers_progress(progress):
+        model = with_eager_attention(load_model(ws, Path(model_dir)))
+    model, names = unlearned_parameters(cfg, model)
     device = next(model.parameters()).device
     fl = ForgetLoss(model, forget_batches(examples, ws.pad_id, device), names=names)
     if not 1 <= top < fl.dim:

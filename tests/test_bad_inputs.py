@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file, save_file
 
 import theory as T
 from llm.cli import main as llm_main
@@ -66,12 +67,25 @@ def world(tmp_path: Path, tiny_models_dir: Path) -> dict[str, Path]:
     names = T.instance.ARRAY_NAMES + T.instance.SCALAR_NAMES
     np.savez(tmp_path / "inst.npz", **{n: getattr(inst, n) for n in names})
     (tmp_path / "a_folder").mkdir()
+    nan = tmp_path / "nan"  # loads fine, every product through it is NaN
+    nan.mkdir()
+    for f in llama.iterdir():
+        (nan / f.name).write_bytes(f.read_bytes())
+    weights = load_file(nan / "model.safetensors")
+    weights = {k: v.fill_(float("nan")) if "mlp" in k else v for k, v in weights.items()}
+    save_file(weights, nan / "model.safetensors", metadata={"format": "pt"})
     return {"root": tmp_path, "llama": llama, "qwen2": tiny_models_dir / "qwen2"}
 
 
 def _llm(sub: str, *extra: str, model: str = "{llama}") -> tuple[Callable, list[str]]:
     argv = [sub, "--config", "llm/configs/tiny.toml", "--out", "{out}", "--no-progress"]
     argv += ["--set", f"model.path={json.dumps(model)}", *extra]
+    return llm_main, argv
+
+
+def _curv(*extra: str, model: str = "{llama}") -> tuple[Callable, list[str]]:
+    argv = ["curvature", "--config", "llm/configs/tiny.toml", "--model", model, "--no-progress"]
+    argv += ["--set", f"model.path={json.dumps(model)}", "--json", "{out}/c.json", *extra]
     return llm_main, argv
 
 
@@ -224,6 +238,25 @@ CLI_CASES: dict[str, tuple[Callable, list[str], int, str]] = {
         ["--out", "{out}", "--quick", "--models", "{root}/nope"],
         2,
         "nope",
+    ),
+    # llm curvature: the forget data, r, the products, the output
+    "curvature/forget-missing": (
+        *_curv("--set", 'data.files.unlearn="{root}/none.jsonl"'),
+        2,
+        "not found",
+    ),
+    "curvature/no-dataset": (*_curv("--set", "data.synthetic=false"), 2, "no dataset"),
+    "curvature/top-huge": (*_curv("--top", HUGE), 2, "need 1 <= top"),
+    "curvature/top-0": (*_curv("--top", "0"), 2, "need 1 <= top"),
+    "curvature/n-forget-0": (*_curv("--n-forget", "0"), 2, "n_forget must be >= 1"),
+    "curvature/trace-samples-1": (*_curv("--trace-samples", "1"), 2, "trace_samples"),
+    "curvature/model-missing": (*_curv(model="{root}/nope"), 2, "model folder not found"),
+    "curvature/nan-weights": (*_curv(model="{root}/nan"), 2, "not finite"),
+    "curvature/json-is-a-folder": (
+        llm_main,
+        _curv()[1][:-2] + ["--json", "{root}/a_folder"],
+        2,
+        "is a folder",
     ),
     "study/out-is-a-file": (study_main, ["--out", "{root}/a_file", "--quick"], 2, "is a file"),
     "study/argparse": (study_main, ["--quick"], 2, "--out"),

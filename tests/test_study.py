@@ -341,7 +341,7 @@ def test_config_is_saved_and_a_job_repeats_from_it(quick_job, tmp_path: Path) ->
     argv = ["--out", str(copy), "--config", str(out / "config.toml"), "--no-progress"]
     assert study_main([*argv, "--report-only"]) == 0
     again = json.loads((copy / "metrics.json").read_text())
-    for key in ("llm", "summary", "theory", "sim", "thresholds"):
+    for key in ("llm", "summary", "theory", "sim", "thresholds", "theory_llm"):
         assert again[key] == metrics[key], key
     # --report-only without --config re-judges the job saved in --out, not a default one
     rejudge = ["--out", str(copy), "--report-only", "--no-progress"]
@@ -352,6 +352,61 @@ def test_config_is_saved_and_a_job_repeats_from_it(quick_job, tmp_path: Path) ->
     before = sorted(p.name for p in copy.rglob("*"))
     assert study_main([*argv, "--seeds", "2"]) == 2  # another config: refused, nothing written
     assert sorted(p.name for p in copy.rglob("*")) == before
+
+
+def test_theory_llm_section_equals_the_protocol_files(quick_job, tiny_models_dir) -> None:
+    """metrics["theory_llm"] holds every pair of paths of every architecture, each row equal to
+    its protocol's theory_llm.json; the projection splits Δθ0, the prediction is 2 ln(1 + ρ̂),
+    the measurement is the log-slope of re_distance.json; the section and figure are there; the
+    R/C/U folders (LoRA) have no such file; a second measurement is skipped."""
+    from llm.layout import ProtocolLayout
+    from llm.path_theory import log_slope
+    from pathdep.configs import load_toml
+    from study.layout import StudyLayout
+    from study.phases import _measure_theory, protocol_configs
+
+    out, metrics = quick_job
+    tl = metrics["theory_llm"]
+    assert tl["errors"] == []
+    for arch in ("llama", "qwen2"):
+        layout = ProtocolLayout(out / "llm" / arch / "seed0")
+        res = json.loads(layout.theory_llm.read_text())
+        n_paths = len(json.loads(layout.paths_json.read_text())["paths"])
+        assert len(res["pairs"]) == n_paths * (n_paths - 1) // 2 and len(res["paths"]) == n_paths
+        assert res["top"] == len(res["ggn_eigenvalues"]) == tl["settings"]["top"]
+        assert res["ggn_eigenvalues"] == sorted(res["ggn_eigenvalues"], reverse=True)
+        re = json.loads(layout.re_distance.read_text())["ga"]
+        rows = [r for r in tl["pairs"] if r["arch"] == arch]
+        assert len(rows) == len(res["pairs"])
+        for row in rows:
+            q = res["pairs"][row["pair"]]
+            assert {k: row[k] for k in q} == q
+            assert q["proj_norm"] ** 2 + q["off_norm"] ** 2 == pytest.approx(
+                q["delta0_norm"] ** 2, rel=1e-6
+            )
+            assert q["predicted_log_growth"] == pytest.approx(2 * math.log1p(q["rho_hat"]))
+            measured = log_slope(re["steps"], re["between"][row["pair"]])
+            assert q["measured_log_growth"] == pytest.approx(measured)
+        for row in (r for r in tl["paths"] if r["arch"] == arch):
+            p = res["paths"][row["path"]]
+            assert row["gradient_in_span"] == p["gradient_in_span"] <= p["gradient_norm"]
+            assert row["linear_regime_steps"] == p["linearised"]["linear_regime_steps"]
+    for key in ("growth", "growth_preconditioned", "recency"):
+        assert tl[key]["pooled"]["n"] > 0 and tl[key]["within"]["n"] > 0
+    assert not list((out / "llm").rglob("rcu_seed0/theory_llm.json"))
+    report = (out / "report.md").read_text()
+    assert "Theory ↔ LLM" in report and "fig_theory_llm.png" in report
+    assert (out / "fig_theory_llm.png").is_file()
+    # the measurement is kept when a rerun asks for the same thing
+    path = ProtocolLayout(out / "llm" / "llama" / "seed0").theory_llm
+    mtime = path.stat().st_mtime_ns
+    cfg = load_toml(StudyConfig, out / "config.toml")
+    models = {arch: tiny_models_dir / arch for arch in cfg.archs}
+    runs = [r for r in protocol_configs(cfg, StudyLayout(out), models) if r.theory_top > 0]
+    assert {(r.arch, r.rcu) for r in runs} == {("llama", False), ("qwen2", False)}
+    for run in runs:
+        _measure_theory(run, progress=False)
+    assert path.stat().st_mtime_ns == mtime
 
 
 def test_report_renders_with_the_thresholds_in_its_metrics(quick_job) -> None:
@@ -413,7 +468,7 @@ def test_protocols_side_by_side_give_the_same_files(quick_job, tiny_models_dir, 
     out, metrics = quick_job
     cfg = StudyConfig(quick=True, models_dir=str(tiny_models_dir))
     side = run_study(cfg, tmp_path / "side", progress=False, workers=2)
-    for key in ("llm", "summary", "failed_runs"):
+    for key in ("llm", "summary", "failed_runs", "theory_llm"):
         assert side[key] == metrics[key], key
     for f in ("llm/llama/seed0/re_distance.json", "llm/qwen2/seed0/runs/p2/npo/metrics.jsonl"):
         a, b = (out / f).read_text(), (tmp_path / "side" / f).read_text()
