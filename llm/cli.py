@@ -19,6 +19,11 @@ def _config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("--config", required=True, help="run config (TOML), e.g. llm/configs/tiny.toml")
     if out:
         p.add_argument("--out", required=True, help="output folder (resumes if it exists)")
+        p.add_argument(
+            "--tensorboard",
+            action="store_true",
+            help="also write TensorBoard events of every stage and unlearning run",
+        )
     p.add_argument(
         "--set",
         action="append",
@@ -64,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-samples", type=int, default=32, help="Hutchinson samples")
     p.add_argument("--no-hessian", action="store_true", help="the GGN only (half the time)")
     p.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    p = sub.add_parser("plan", help="memory per GPU of every phase, before loading anything")
+    _config_args(p, out=False)
+    p.add_argument("--gpus", type=int, default=1, help="GPUs (processes) of the run")
+    p.add_argument("--gpu-memory", type=float, default=80.0, help="GiB per GPU")
+    p.add_argument(
+        "--prompt-tokens", type=int, default=0, help="generation prompt length (0: max_length)"
+    )
+    p.add_argument("--json", type=Path, default=None, help="also write the plan here")
+    p.add_argument("--require-fit", action="store_true", help="exit 2 if a phase fits no setting")
     p = sub.add_parser("report", help="tables and figures from a protocol folder's metrics")
     p.add_argument("--out", required=True, help="protocol output folder")
     return parser
@@ -116,6 +130,8 @@ def _run(args) -> int:
             for name, path in write_report(args.out).items():
                 print(f"{name}: {path}")
         return 0
+    if args.command == "plan":
+        return _plan(args)
     cfg = _load(args)
     if args.threads > 0:
         import torch
@@ -124,7 +140,7 @@ def _run(args) -> int:
     if args.command == "curvature":
         return _curvature(cfg, args, progress)
     if args.command == "protocol":
-        result = P.run_protocol(cfg, args.out, progress=progress)
+        result = P.run_protocol(cfg, args.out, progress=progress, tensorboard=args.tensorboard)
         print(f"report: {Path(args.out) / 'report' / 'table1.md'}")
         return _failed(result.statuses)
     from llm.config import path_sequences, retrain_sequence
@@ -139,7 +155,8 @@ def _run(args) -> int:
         methods = [m for m in cfg.unlearn.methods if not args.method or m.name in args.method]
         if unknown or not methods:
             raise P.ProtocolError(f"unknown --path {sorted(unknown)} or no matching --method")
-    with transformers_progress(progress), protocol_session(cfg, args.out, progress) as ws:
+    session = protocol_session(cfg, args.out, progress, getattr(args, "tensorboard", False))
+    with transformers_progress(progress), session as ws:
         if args.command == "finetune":
             for name, seq in [*sequences.items(), ("retrain", retrain_sequence(cfg.paths))]:
                 print(f"{name} ({'-'.join(seq)}): {ensure_prefix(ws, seq)}")
@@ -193,6 +210,57 @@ def _curvature(cfg, args, progress: bool) -> int:
         atomic_write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
+
+
+def _plan(args) -> int:
+    """Print the memory plan (:mod:`llm.plan`); nothing is loaded, no model folder is needed."""
+    from llm.config import load_config
+    from llm.plan import PlanError, plan
+    from pathdep.io import atomic_write_json, check_output_file
+
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    result = plan(
+        load_config(args.config, args.set), args.gpus, args.gpu_memory, args.prompt_tokens
+    )
+    print(_format_plan(result))
+    stuck = [n for n, p in result["phases"].items() if "recommended_total" not in p]
+    stuck = [n for n in stuck if not result["phases"][n]["fits"]]
+    if args.require_fit and stuck:
+        raise PlanError(
+            f"{', '.join(stuck)} fits no setting on {args.gpus} x {args.gpu_memory:g} GiB"
+        )
+    if args.json is not None:
+        atomic_write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _format_plan(result: dict) -> str:
+    """The plan as a readable table (GiB per GPU, :mod:`llm.plan`), one block per phase."""
+    from llm.plan import GIB
+
+    g = lambda n: f"{n / GIB:8.2f}"  # noqa: E731
+    lines = [
+        f"{result['model']} ({result['source']}, {result['dtype']}) on {result['gpus']} "
+        f"GPU(s) x {result['gpu_memory_gib']:g} GiB; fits = total <= "
+        f"{result['headroom']:.0%} of a GPU"
+    ]
+    keys = ("weights", "gradients", "optimizer", "activations", "kv_cache", "fsdp_gather")
+    keys += ("step_temp",)  # foreach AdamW's temporary: the peak when it exceeds activations
+    for name, p in result["phases"].items():
+        lines.append(f"{name}: {p['params']:,} params, {p['trainable_params']:,} trainable")
+        for k in keys:
+            if p.get(k):
+                lines.append(f"  {k:<22}{g(p[k])} GiB")
+        lines.append(
+            f"  {'total':<22}{g(p['total'])} GiB  {'fits' if p['fits'] else 'DOES NOT FIT'}"
+        )
+        if "total_checkpointing" in p:
+            lines.append(f"  {'total (checkpointing)':<22}{g(p['total_checkpointing'])} GiB")
+        then = f" ({p['recommended_total'] / GIB:.2f} GiB)" if "recommended_total" in p else ""
+        lines.append("  recommended: " + "; ".join(p["recommended"]) + then)
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,6 +50,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 DTYPES = ("fp32", "bf16", "fp64")
 SCHEDULES = ("wsd", "cosine", "constant")
+LORA_MERGES = ("per_stage", "end")
 OBJECTIVES = ("ga", "npo", "simnpo")
 REFERENCES = ("adapter", "precomputed")
 STRATEGIES = ("ddp", "fsdp")
@@ -85,7 +86,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    method: str = _f("lora", "lora (merged after every stage) | full")
+    method: str = _f("lora", "lora | full")
+    lora_merge: str = _f(
+        "per_stage",
+        "per_stage: a fresh adapter every stage, merged after it | end: one adapter trained "
+        "through every stage of a path and merged once at the end (the paper's code)",
+    )
     lora_rank: int = _f(0, "LoRA rank; 0 = the model's Table 2 preset")
     lora_alpha: int = _f(0, "LoRA alpha; 0 = the model's Table 2 preset")
     lora_dropout: float = _f(0.0, "LoRA dropout")
@@ -101,6 +107,11 @@ class FinetuneConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "clip the global gradient norm to this; 0 = no clipping")
     max_length: int = _f(512, "tokens per example (longer ones are truncated and counted)")
+    gradient_checkpointing: bool = _f(
+        False,
+        "recompute each decoder layer's activations in backward (fine-tuning and unlearning): "
+        "less memory (python -m llm plan), ~1/3 more compute, the same result",
+    )
     checkpoint_every: int = _f(50, "optimizer steps between step checkpoints (resume)")
     replay_docs: int = _f(
         0,
@@ -273,6 +284,10 @@ def validate(cfg: RunConfig) -> None:
         )
     if ft.method not in ("lora", "full"):
         raise ConfigError(f"finetune.method must be lora or full, got {ft.method!r}")
+    if ft.lora_merge not in LORA_MERGES:
+        raise ConfigError(
+            f"finetune.lora_merge must be one of {LORA_MERGES}, got {ft.lora_merge!r}"
+        )
     for where, sched in (("finetune", ft.schedule), ("unlearn", cfg.unlearn.schedule)):
         if sched not in SCHEDULES:
             raise ConfigError(f"{where}.schedule must be one of {SCHEDULES}, got {sched!r}")

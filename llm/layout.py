@@ -7,9 +7,11 @@
       data/                      the synthetic datasets (manifest.json + one JSONL per stage)
       eval_suite.json            sizes of the evaluation groups, items skipped as too long
       cache/<key>/model/         merged model after a stage prefix (content-addressed, shared)
+      cache/<key>/adapter/       finetune.lora_merge = "end": the one adapter so far (unmerged)
       cache/<key>/stage.json     the prefix, its spec, per-step losses, world size, batch layout
       cache/<key>.ckpt/          step checkpoint of a prefix being trained (resume)
       cache/<key>.lock           held by the run training that prefix
+      cache/<key>.tensorboard/   --tensorboard: the stage's per-step events
       .lock                      held by the run writing into OUT (one run per folder)
       runs/<path>/<method>/      one unlearning run (:class:`RunFolder`)
       runs/retrain/              the retrain baseline: metrics.json, pred.npy
@@ -55,6 +57,11 @@ class RunFolder:
     def ckpt(self) -> Path:
         """Step checkpoint while the run is under way (removed when it ends)."""
         return self.root / "ckpt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard events of the run's records (``--tensorboard``)."""
+        return self.root / "tensorboard"
 
     @property
     def pred_dir(self) -> Path:
@@ -157,6 +164,11 @@ class CacheEntry:
     cache: Path
     key: str
 
+    @classmethod
+    def of(cls, model: Path) -> CacheEntry:
+        """The entry whose ``model`` folder this is."""
+        return cls(model.parent.parent, model.parent.name)
+
     @property
     def root(self) -> Path:
         return self.cache / self.key
@@ -166,6 +178,11 @@ class CacheEntry:
         return self.root / "model"
 
     @property
+    def adapter(self) -> Path:
+        """finetune.lora_merge = "end": the path's one adapter so far, on the base weights."""
+        return self.root / "adapter"
+
+    @property
     def stage_json(self) -> Path:
         """Written last: the entry is complete once it exists."""
         return self.root / "stage.json"
@@ -173,6 +190,12 @@ class CacheEntry:
     @property
     def ckpt(self) -> Path:
         return self.cache / f"{self.key}.ckpt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """TensorBoard events of the stage's steps (``--tensorboard``), beside the entry: it is
+        written while the entry is trained, before the entry exists."""
+        return self.cache / f"{self.key}.tensorboard"
 
     @property
     def lock(self) -> Path:

@@ -173,6 +173,7 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
             metrics_path=run.metrics,
             evaluator=evaluator,
             progress=ws.progress,
+            tensorboard=run.tensorboard if ws.tensorboard else None,
         )
         reason = collapse_reason(records, last_eval, ws.vocab_rows)
         status["status"] = "collapsed" if reason else "done"
@@ -222,7 +223,9 @@ def _failed_path_statuses(ws: Workspace, path: str, message: str) -> list[dict]:
     return statuses
 
 
-def run_protocol(cfg: RunConfig, out: str | Path, progress: bool = True) -> ProtocolResult:
+def run_protocol(
+    cfg: RunConfig, out: str | Path, progress: bool = True, tensorboard: bool = False
+) -> ProtocolResult:
     """Train every path (sharing prefixes), unlearn each with each method, evaluate, report.
 
     Everything is checked before anything is written, and the output folder is locked for the
@@ -234,7 +237,7 @@ def run_protocol(cfg: RunConfig, out: str | Path, progress: bool = True) -> Prot
     from llm.models import transformers_progress
     from llm.report import write_report
 
-    with transformers_progress(progress), protocol_session(cfg, out, progress) as ws:
+    with transformers_progress(progress), protocol_session(cfg, out, progress, tensorboard) as ws:
         layout, suite = ws.layout, ws.suite
         sequences = path_sequences(cfg.paths)
         retrain = retrain_sequence(cfg.paths)

@@ -51,6 +51,9 @@ def prefix_key(
     """Content address of the model after training ``prefix`` (a tuple of stage names)."""
     ft = to_dict(cfg.finetune)
     ft.pop("checkpoint_every")  # how often we save does not change the result
+    if ft["method"] == "full" or ft["lora_merge"] == "per_stage":
+        # No adapter to merge, or the only behaviour before the option: keys stay as they were.
+        ft.pop("lora_merge")
     spec = {
         "base": base_id,
         "seed": cfg.seed,
@@ -92,27 +95,47 @@ def _train_entry(ws: Workspace, prefix: tuple[str, ...], entry: CacheEntry, pare
     cfg, info = ws.cfg, D.current()
     stage = cfg.stage(prefix[-1])
     fsdp = cfg.distributed.strategy == "fsdp" and info.world_size > 1
-    model = load_model(ws, parent, on_cpu=fsdp)
-    examples = ws.stage_examples(stage.name)
     lora = lora_shape(cfg) if cfg.finetune.method == "lora" else None
-    model, records = train_stage(
-        model,
-        examples,
-        stage,
-        cfg.finetune,
-        pad_token_id=ws.pad_id,
-        # Seeded by the stage sequence, not by the cache key: the key also hashes the base
-        # folder's metadata (build time) and every finetune field, and neither should change
-        # the data order of a run.
-        seed=stable_seed(cfg.seed, "stage", *prefix),
-        lora=lora,
-        ckpt_dir=entry.ckpt,
-        progress=ws.progress,
-        strategy=cfg.distributed.strategy,
-    )
+    # lora_merge = "end" (the paper's code): one adapter on the base weights through every
+    # stage; an entry keeps it beside the merged model the protocol reads.
+    one_adapter = lora is not None and cfg.finetune.lora_merge == "end"
+    adapter = CacheEntry.of(parent).adapter if one_adapter and len(prefix) > 1 else None
+    model = load_model(ws, ws.base_path if one_adapter else parent, on_cpu=fsdp)
+    examples = ws.stage_examples(stage.name)
+    events = None
+    if ws.tensorboard and info.is_main:
+        from llm.tracking import ScalarLog
+        from llm.unlearn import checkpoint_step
+
+        events = ScalarLog(entry.tensorboard, checkpoint_step(entry.ckpt))
+    try:
+        model, records = train_stage(
+            model,
+            examples,
+            stage,
+            cfg.finetune,
+            pad_token_id=ws.pad_id,
+            # Seeded by the stage sequence, not by the cache key: the key also hashes the base
+            # folder's metadata (build time) and every finetune field, and neither should change
+            # the data order of a run.
+            seed=stable_seed(cfg.seed, "stage", *prefix),
+            lora=lora,
+            merge=not one_adapter,
+            adapter=adapter,
+            ckpt_dir=entry.ckpt,
+            progress=ws.progress,
+            strategy=cfg.distributed.strategy,
+            on_step=None if events is None else lambda _, record: events.write(record),
+        )
+    finally:
+        if events is not None:
+            events.close()
     state = D.full_state_dict(model) if fsdp else None  # collective: every process gathers
     if info.is_main:
         with atomic_dir(entry.root) as tmp:
+            if one_adapter:
+                model.save_pretrained(tmp / "adapter")  # a peft model saves its adapter only
+                model = model.merge_and_unload()
             model.save_pretrained(tmp / "model", state_dict=state)
             ws.tokenizer.save_pretrained(tmp / "model")
             meta = {
@@ -122,6 +145,7 @@ def _train_entry(ws: Workspace, prefix: tuple[str, ...], entry: CacheEntry, pare
                 "stage": to_dict(stage),
                 "world_size": info.world_size,
                 "strategy": cfg.distributed.strategy,
+                "lora_merge": cfg.finetune.lora_merge if lora is not None else None,
                 "micro_batch": stage.batch_size // (stage.grad_accum * info.world_size),
                 "grad_accum": stage.grad_accum,
                 "n_examples": len(examples),

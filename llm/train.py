@@ -1,4 +1,5 @@
-"""Staged fine-tuning: one stage at a time on the shared loop, LoRA merged after each stage.
+"""Staged fine-tuning: one stage at a time on the shared loop; LoRA merged after each stage, or
+one adapter continued through the stages and merged at the end (``finetune.lora_merge``).
 
 A stage is a :func:`llm.batches.batch_plan` of the tokenized examples, trained by
 :func:`llm.loop.run_loop` on the assistant-token NLL (:class:`NLLObjective`, normalised by the
@@ -50,6 +51,16 @@ def attach_lora(
         return get_peft_model(model, config)
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Activation checkpointing of every decoder layer (transformers), non-reentrant: it needs
+    no input that requires grad, so a frozen base under a LoRA adapter works as well."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:  # the same switch under its older name
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 @dataclass
 class NLLObjective:
     """Fine-tuning: summed token NLL / global labelled-token count."""
@@ -94,6 +105,7 @@ def train_stage(
     lora: tuple[int, int] | None = None,
     ckpt_dir: str | Path | None = None,
     merge: bool = True,
+    adapter: str | Path | None = None,
     progress: bool = True,
     on_step: Callable[[int, dict], None] | None = None,
     strategy: str = "ddp",
@@ -101,9 +113,12 @@ def train_stage(
     """Fine-tune ``model`` on one stage; returns (model, per-step records).
 
     With ``lora=(rank, alpha)`` a fresh adapter is attached, trained and (``merge=True``) merged
-    into the weights, so the next stage starts from plain weights and a fresh adapter; otherwise
-    every parameter trains. ``examples`` are tokenized (``input_ids``, ``labels``) examples; the
-    loss is the assistant-token NLL normalised by the global labelled-token count of each step.
+    into the weights, so the next stage starts from plain weights and a fresh adapter; with
+    ``adapter`` (a saved peft adapter folder of the same shape) that adapter is loaded onto
+    ``model`` and trained on instead of a fresh one (``lora_merge = "end"``: one adapter through
+    every stage, merged once); otherwise every parameter trains. ``examples`` are tokenized
+    (``input_ids``, ``labels``) examples; the loss is the assistant-token NLL normalised by the
+    global labelled-token count of each step.
 
     ``strategy="fsdp"`` (full fine-tuning only) shards the model with FSDP2 before the optimizer
     is built when there are several processes; the returned model is then sharded: gather it
@@ -114,7 +129,13 @@ def train_stage(
         raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")
     if strategy == "fsdp" and lora is not None:
         raise ValueError("FSDP supports full fine-tuning only (lora=None); use strategy='ddp'")
-    if lora is not None:
+    if ft.gradient_checkpointing:
+        enable_checkpointing(model)
+    if lora is not None and adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    elif lora is not None:
         model = attach_lora(model, lora[0], lora[1], ft.lora_dropout, ft.lora_targets, seed)
     else:
         for p in model.parameters():

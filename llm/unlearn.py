@@ -38,7 +38,8 @@ from llm.batches import (
 )
 from llm.config import FinetuneConfig, MethodConfig, UnlearnConfig
 from llm.loop import LoopSettings, run_loop
-from llm.train import attach_lora
+from llm.tracking import ScalarLog
+from llm.train import attach_lora, enable_checkpointing
 from pathdep.io import atomic_write_text
 
 
@@ -247,14 +248,20 @@ def unlearn(
     metrics_path: str | Path | None = None,
     evaluator: Callable[[torch.nn.Module, int, bool], dict] | None = None,
     progress: bool = True,
+    tensorboard: str | Path | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Unlearn ``forget`` (tokenized examples) from ``model`` with ``method``.
+
+    ``tensorboard``: a folder that also gets every record's numbers as TensorBoard scalars
+    (:mod:`llm.tracking`).
 
     ``evaluator(model, step, final)`` returns the evaluation fields of a step (called at step 0,
     every ``cfg.eval_every`` steps and at the last step, ``final`` marking the last; it must be
     called on every process). Returns
     the model (still carrying its adapter) and the per-step records.
     """
+    if ft.gradient_checkpointing:
+        enable_checkpointing(model)
     if lora is not None:
         model = attach_lora(model, lora[0], lora[1], ft.lora_dropout, ft.lora_targets, seed)
     else:
@@ -278,6 +285,7 @@ def unlearn(
         else None
     )
     info = D.current()
+    events = ScalarLog(tensorboard, resumed) if tensorboard and info.is_main else None
     run_info = {
         "method": method.name,
         "objective": method.objective,
@@ -301,27 +309,33 @@ def unlearn(
         record = {"step": 0, **run_info, **eval_fields(0)}
         if method.objective == "simnpo":
             record["simnpo_weight"] = simnpo_weight(model, forget, method, pad_token_id)
-        if log is not None:
-            log.write(record)
+        for sink in (log, events):
+            if sink is not None:
+                sink.write(record)
 
     def on_step(step: int, record: dict) -> None:
         fields = dict(record)
         if step % cfg.eval_every == 0 or step == len(steps):
             fields.update(eval_fields(step))
-        if log is not None:
-            log.write({**run_info, **fields})
+        for sink in (log, events):
+            if sink is not None:
+                sink.write({**run_info, **fields})
 
     settings = unlearn_settings(method, cfg, ft, seed)
     objective = UnlearnObjective(forget, retain, method, pad_token_id, ref_logp)
-    records = run_loop(
-        model,
-        steps,
-        objective,
-        settings,
-        ckpt_dir=ckpt_dir,
-        on_step=on_step,
-        desc=f"unlearn {method.name}",
-        progress=progress,
-    )
+    try:
+        records = run_loop(
+            model,
+            steps,
+            objective,
+            settings,
+            ckpt_dir=ckpt_dir,
+            on_step=on_step,
+            desc=f"unlearn {method.name}",
+            progress=progress,
+        )
+    finally:
+        if events is not None:
+            events.close()
     model.eval()
     return model, records

@@ -54,6 +54,7 @@ class Workspace:
     trained: list[tuple[str, ...]] = field(default_factory=list)
     replay: list | None = None  # the tokenised finetune.replay_docs, built on first use
     progress: bool = True
+    tensorboard: bool = False  # also write TensorBoard events of every stage and run
     pending: dict[Path, str] = field(default_factory=dict)  # files to write: path -> text
     suite: Any = None  # the evaluation items (llm.evaluate.EvalSuite), built by the checks
     vocab_rows: int = 0  # rows of the model's output layer: uniform output scores -log(rows)
@@ -232,11 +233,17 @@ def _check_model(cfg: RunConfig, base_path: Path) -> tuple[Any, Any, int]:
     return tokenizer, template, rows
 
 
-def prepare_workspace(cfg: RunConfig, out: str | Path, progress: bool = True) -> Workspace:
+def prepare_workspace(
+    cfg: RunConfig, out: str | Path, progress: bool = True, tensorboard: bool = False
+) -> Workspace:
     """Resolve and check everything the run needs; writes nothing under ``out``."""
     from llm.protocol import build_eval_suite
     from llm.stage_cache import model_identity
 
+    if tensorboard:
+        from llm.tracking import check_available
+
+        check_available()
     layout = ProtocolLayout(Path(out))
     info = D.init_from_env(cfg.model.device)
     check_output_folder(layout.root)
@@ -274,6 +281,7 @@ def prepare_workspace(cfg: RunConfig, out: str | Path, progress: bool = True) ->
         files=files,
         digests=digests,
         progress=progress,
+        tensorboard=tensorboard,
         pending=pending,
         vocab_rows=rows,
     )
@@ -308,10 +316,12 @@ def write_workspace(ws: Workspace) -> None:
 
 
 @contextlib.contextmanager
-def protocol_session(cfg: RunConfig, out: str | Path, progress: bool = True) -> Iterator[Workspace]:
+def protocol_session(
+    cfg: RunConfig, out: str | Path, progress: bool = True, tensorboard: bool = False
+) -> Iterator[Workspace]:
     """Check everything, take ``out``'s lock (main process), write, and yield the workspace;
     the lock is held until the block ends. A second run into ``out`` is refused at once."""
-    ws = prepare_workspace(cfg, out, progress)
+    ws = prepare_workspace(cfg, out, progress, tensorboard)
     with contextlib.ExitStack() as stack:
         refused = None
         if D.current().is_main:

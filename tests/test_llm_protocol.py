@@ -14,7 +14,7 @@ from llm import config as C
 from llm import protocol as P
 from llm import stage_cache as S
 from llm import workspace as W
-from llm.layout import ProtocolLayout
+from llm.layout import CacheEntry, ProtocolLayout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,6 +157,46 @@ def test_training_does_not_depend_on_the_base_folders_metadata(tiny_models_dir, 
     assert S.model_identity(copy) != S.model_identity(tiny_models_dir / "llama")
     for k, v in weights[0].items():
         assert torch.equal(v, weights[1][k]), k
+
+
+@pytest.mark.parametrize("merge", ["per_stage", "end"])
+def test_lora_merge_one_adapter_or_one_per_stage(tiny_models_dir, tmp_path, merge):
+    """lora_merge = "end" (the paper's code) trains one adapter through the stages and merges it
+    once: after two stages every adapted matrix has moved by a matrix of rank <= r, and the
+    entry's merged model equals base + its saved adapter. "per_stage" merges a fresh adapter
+    after each stage: the change reaches rank 2r. The per_stage key is the one from before the
+    option (old caches stay valid)."""
+    from peft import PeftModel
+
+    r = TINY["finetune"]["lora_rank"]
+    ft = {**TINY["finetune"], "lora_merge": merge}
+    cfg = tiny_config(tiny_models_dir / "llama", finetune=ft)
+    ws = W.open_workspace(cfg, tmp_path / "run", progress=False)
+    done = S.ensure_prefix(ws, ("inst", "tofu"))
+    base = W.load_model(ws, ws.base_path).state_dict()
+    after = W.load_model(ws, done).state_dict()
+    ranks = {
+        k: int(torch.linalg.matrix_rank((after[k] - base[k]).double(), atol=1e-6))
+        for k in base
+        if k.endswith(("q_proj.weight", "down_proj.weight"))
+    }
+    entries = [CacheEntry.of(p) for p in (S.ensure_prefix(ws, ("inst",)), done)]
+    assert json.loads(entries[1].stage_json.read_text())["lora_merge"] == merge
+    if merge == "end":
+        assert max(ranks.values()) <= r and min(ranks.values()) == r, ranks
+        assert all(e.adapter.is_dir() for e in entries)
+        again = PeftModel.from_pretrained(W.load_model(ws, ws.base_path), str(entries[1].adapter))
+        merged = again.merge_and_unload().state_dict()
+        for k, v in after.items():
+            torch.testing.assert_close(merged[k], v, rtol=0, atol=1e-6)
+    else:
+        assert max(ranks.values()) == 2 * r, ranks
+        assert not any(e.adapter.exists() for e in entries)
+        # the key of this prefix as computed before the option existed (commit bbc1759)
+        key = S.prefix_key(tiny_config(Path("/m")), "base", ("inst",), {"inst": "a"})
+        assert key == "42e0c5751309a01f881b"
+    ends = tiny_config(Path("/m"), finetune={**TINY["finetune"], "lora_merge": "end"})
+    assert S.prefix_key(ends, "base", ("inst",), {"inst": "a"}) != "42e0c5751309a01f881b"
 
 
 def test_replayed_documents_join_every_stage_and_change_the_prefix_key(tiny_models_dir, tmp_path):

@@ -131,6 +131,35 @@ def test_batch_times_accumulation_invariance_and_global_token_normalisation(tiny
         assert torch.allclose(one_batch[name], expected, atol=1e-10), name
 
 
+@pytest.mark.parametrize("lora", [None, (4, 8)], ids=["full", "lora"])
+def test_gradient_checkpointing_gives_the_same_stage(tiny_models_dir, lora):
+    """finetune.gradient_checkpointing recomputes activations in backward: the same parameters
+    after a stage (fp64, AdamW, two steps with accumulation), full and LoRA; and it is on."""
+    results = []
+    for on in (False, True):
+        model, tok = load(tiny_models_dir, torch.float64)
+        examples = tokenized(tok, 8)
+        stage = StageConfig(name="s", epochs=1, lr=1e-2, batch_size=4, grad_accum=2)
+        ft = FinetuneConfig(method="lora" if lora else "full", gradient_checkpointing=on)
+        model, records = train_stage(
+            model,
+            examples,
+            stage,
+            ft,
+            pad_token_id=tok.pad_token_id,
+            seed=0,
+            lora=lora,
+            progress=False,
+        )
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        assert any(getattr(m, "gradient_checkpointing", False) for m in base.modules()) == on
+        results.append((params_of(model), [r["loss"] for r in records]))
+    (plain, plain_loss), (ckpt, ckpt_loss) = results
+    assert plain_loss == pytest.approx(ckpt_loss, rel=1e-12, abs=0)
+    for k in plain:
+        torch.testing.assert_close(ckpt[k], plain[k], rtol=0, atol=1e-12)
+
+
 def test_non_finite_loss_stops_before_the_step(tiny_models_dir):
     model, tok = load(tiny_models_dir)
     examples = tokenized(tok, 4)

@@ -144,13 +144,14 @@ def test_npo_adapter_reference_matches_precomputed_reference(tiny_models_dir):
     assert losses["adapter"][-1] < losses["adapter"][0]
 
 
-def _run(tiny_models_dir, tmp, method, evaluator=None, ckpt=None, cfg=None):
+def _run(tiny_models_dir, tmp, method, evaluator=None, ckpt=None, cfg=None, tb=None):
     model, tok = load(tiny_models_dir, torch.float32)
     cfg = cfg or UnlearnConfig(epochs=3, lr=2e-2, batch_size=2, eval_every=2)
     return unlearn(
         model, forget_set(tok, 4), method, cfg, FinetuneConfig(checkpoint_every=2),
         pad_token_id=tok.pad_token_id, seed=1, lora=(4, 8), retain=retain_set(tok, 3),
         ckpt_dir=ckpt, metrics_path=tmp / "metrics.jsonl", evaluator=evaluator, progress=False,
+        tensorboard=tb,
     )  # fmt: skip
 
 
@@ -245,6 +246,25 @@ def test_unlearn_optimizer_overrides_the_finetune_optimizer(tiny_models_dir):
     sgd = params("sgd", "")
     assert torch.equal(params("adamw", "sgd"), sgd)
     assert not torch.allclose(adamw, sgd)
+
+
+@pytest.mark.parametrize("objective", ["ga", "npo"])
+def test_gradient_checkpointing_gives_the_same_unlearning(tiny_models_dir, objective):
+    """finetune.gradient_checkpointing also covers unlearning (both forward passes of NPO, its
+    reference from the adapter-disabled model): the same losses and adapter, fp64."""
+    method = MethodConfig(objective=objective, beta=0.5)
+    cfg = UnlearnConfig(epochs=1, lr=2e-2, batch_size=2, grad_accum=2)
+    out = []
+    for on in (False, True):
+        model, tok = load(tiny_models_dir)
+        model, records = unlearn(
+            model, forget_set(tok, 4), method, cfg, FinetuneConfig(gradient_checkpointing=on),
+            pad_token_id=tok.pad_token_id, seed=1, lora=(4, 8), progress=False,
+        )  # fmt: skip
+        flat = torch.cat([p.detach().flatten() for p in model.parameters() if p.requires_grad])
+        out.append(([r["loss"] for r in records], flat))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-12, abs=0)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=0, atol=1e-12)
 
 
 def test_non_finite_loss_stops_and_keeps_the_measured_steps(tiny_models_dir, tmp_path, monkeypatch):
