@@ -51,6 +51,7 @@ def prefix_key(
     """Content address of the model after training ``prefix`` (a tuple of stage names)."""
     ft = to_dict(cfg.finetune)
     ft.pop("checkpoint_every")  # how often we save does not change the result
+    ft.pop("gradient_checkpointing")  # recomputing activations neither (tests/test_llm_train.py)
     if ft["method"] == "full" or ft["lora_merge"] == "per_stage":
         # No adapter to merge, or the only behaviour before the option: keys stay as they were.
         ft.pop("lora_merge")

@@ -195,6 +195,10 @@ def test_lora_merge_one_adapter_or_one_per_stage(tiny_models_dir, tmp_path, merg
         # the key of this prefix as computed before the option existed (commit bbc1759)
         key = S.prefix_key(tiny_config(Path("/m")), "base", ("inst",), {"inst": "a"})
         assert key == "42e0c5751309a01f881b"
+        ckpt = tiny_config(
+            Path("/m"), finetune={**TINY["finetune"], "gradient_checkpointing": True}
+        )
+        assert S.prefix_key(ckpt, "base", ("inst",), {"inst": "a"}) == key  # same result
     ends = tiny_config(Path("/m"), finetune={**TINY["finetune"], "lora_merge": "end"})
     assert S.prefix_key(ends, "base", ("inst",), {"inst": "a"}) != "42e0c5751309a01f881b"
 
