@@ -60,7 +60,7 @@ def test_param_count_is_exact(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["llama3.2-1b", "qwen2.5-14b"])
 def test_lora_count_is_peft_count(name: str) -> None:
-    from llm.train import attach_lora
+    from llm.train import attach_lora, enable_checkpointing
 
     card = reduced(CARDS[name], 64, 2, 128)
     torch.manual_seed(0)
@@ -132,16 +132,14 @@ def measure_step(
     from transformers import AutoModelForCausalLM
 
     from llm.logprobs import sequence_logprobs
-    from llm.train import attach_lora
+    from llm.train import attach_lora, enable_checkpointing
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(card_to_hf_config(card, attn_implementation=attention))
-    if checkpointing:
-        model.activation_checkpointing_enable()
+    if checkpointing:  # as finetune.gradient_checkpointing does it
+        enable_checkpointing(model)
     if lora:
         model = attach_lora(model, lora, 2 * lora, targets=TARGETS)
-        if checkpointing:
-            model.enable_input_require_grads()
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, foreach=True)  # foreach: the default on GPUs
