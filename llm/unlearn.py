@@ -305,21 +305,23 @@ def unlearn(
             return {}
         return evaluator(model, step, step == len(steps))
 
+    def emit(record: dict) -> None:
+        if log is not None:
+            log.write(record)
+        if events is not None:  # the run's constants (beta, batch size, ...) are no curves
+            events.write({k: v for k, v in record.items() if k not in run_info})
+
     if resumed is None:
         record = {"step": 0, **run_info, **eval_fields(0)}
         if method.objective == "simnpo":
             record["simnpo_weight"] = simnpo_weight(model, forget, method, pad_token_id)
-        for sink in (log, events):
-            if sink is not None:
-                sink.write(record)
+        emit(record)
 
     def on_step(step: int, record: dict) -> None:
         fields = dict(record)
         if step % cfg.eval_every == 0 or step == len(steps):
             fields.update(eval_fields(step))
-        for sink in (log, events):
-            if sink is not None:
-                sink.write({**run_info, **fields})
+        emit({**run_info, **fields})
 
     settings = unlearn_settings(method, cfg, ft, seed)
     objective = UnlearnObjective(forget, retain, method, pad_token_id, ref_logp)

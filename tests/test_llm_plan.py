@@ -60,7 +60,7 @@ def test_param_count_is_exact(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["llama3.2-1b", "qwen2.5-14b"])
 def test_lora_count_is_peft_count(name: str) -> None:
-    from llm.train import attach_lora, enable_checkpointing
+    from llm.train import attach_lora
 
     card = reduced(CARDS[name], 64, 2, 128)
     torch.manual_seed(0)

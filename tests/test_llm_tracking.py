@@ -38,6 +38,7 @@ def test_events_equal_the_metrics_and_survive_a_resume(tiny_models_dir, tmp_path
     a, b = read_scalars(tmp_path / "a" / "tb"), read_scalars(tb)
     lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss", "grad_norm", "lr", "probe"} <= set(a)
+    assert not {"beta", "batch_size", "world_size"} & set(a)  # constants are not curves
     for tag in ("loss", "grad_norm", "probe"):
         expected = [(r["step"], r[tag]) for r in lines if tag in r]
         assert [s for s, _ in a[tag]] == [s for s, _ in expected], tag
