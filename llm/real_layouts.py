@@ -13,6 +13,9 @@ What is NOT real: the weights are random, the widths and depth are small (the ar
 card's structure is kept: GQA ratio, ties, q/k/v biases, RoPE base and scaling), and the
 vocabulary is a small BPE trained locally (:mod:`llm.default_models.tokenizer`) plus the real
 special tokens, so token ids differ from the real ones.
+
+(Just over 400 lines: the three tokenizer families' special tokens and files are written here
+side by side; the chat templates themselves are data in :mod:`llm.real_templates`.)
 """
 
 from __future__ import annotations
