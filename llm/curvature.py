@@ -9,10 +9,10 @@ its N labelled tokens (the NLL that gradient ascent increases): at a checkpoint 
   ``vjp``) and H_out the Hessian of the token log-loss in the logits, ``diag(p) − p pᵀ`` per
   labelled token (/ N). G is positive semi-definite and equals H where the model is linear in θ.
 
-Both are :class:`scipy.sparse.linalg.LinearOperator` in float64 over the flat vector of the
-chosen parameters (all trainable ones: the whole model under full fine-tuning, the adapter on the
-LoRA subspace), so :func:`top_eigenpairs` is ARPACK's Lanczos (``scipy.sparse.linalg.eigsh``) and
-:func:`hutchinson_trace` is a Rademacher estimate. A model with the squared loss (``loss =
+Both are :class:`scipy.sparse.linalg.LinearOperator` (float64 unless asked) over the flat vector of
+the chosen parameters (all trainable ones: the whole model under full fine-tuning, the adapter on
+the LoRA subspace), so :func:`top_eigenpairs` is ARPACK's Lanczos (``scipy.sparse.linalg.eigsh``)
+and :func:`hutchinson_trace` is a Rademacher estimate. A model with the squared loss (``loss =
 "squared"``, mean over rows) is the linear theory's case: G = H = (2/k) X_Uᵀ X_U.
 
 Why not curvlinops: its dependency backpack-for-pytorch requires torchvision, which either pulls
@@ -157,36 +157,53 @@ class ForgetLoss:
         # (diag(p) - p pᵀ) u per token
         return lambda u: (p * u - p * (p * u).sum(-1, keepdim=True)) * mask
 
-    def _linear_parts(self, theta: torch.Tensor | None) -> list[tuple[Callable, Callable]]:
-        """Per batch: the vjp of the outputs and the output Hessian at ``theta``. At θ0 they are
-        kept between products when ``keep_graph`` (Lanczos asks ~3r products at one point; the
-        kept forward makes each ~25% faster, for one forward's activations per batch)."""
-        from torch.func import vjp
+    def _linear_parts(
+        self, theta: torch.Tensor | None
+    ) -> list[tuple[Callable, Callable, Callable]]:
+        """Per batch: v -> J v, the vjp of the outputs and the output Hessian at ``theta``. At θ0
+        they are kept between products when ``keep_graph`` (Lanczos asks ~3r products at one
+        point): the vjp's forward is kept, and J v is traced once (``torch.func.linearize``), so a
+        product runs no forward; on the default model a product is then 1.6× faster
+        (``benchmarks/curvature.py``), for one forward's activations and one traced graph per
+        batch."""
+        from torch.func import jvp, linearize, vjp
 
         at_theta0 = theta is None or theta is self.theta0
         if at_theta0 and self._parts is not None and self._parts[0] is self.theta0:
             return self._parts[1]
         point = (self.theta0 if theta is None else theta).detach()
+        keep = at_theta0 and self.keep_graph
         parts = []
         for b in self.batches:
-            out, back = vjp(lambda t, b=b: self.outputs(t, b), point)
-            parts.append((back, self._output_hessian(out, b)))
-        if at_theta0 and self.keep_graph:
+
+            def f(t: torch.Tensor, b: dict[str, torch.Tensor] = b) -> torch.Tensor:
+                return self.outputs(t, b)
+
+            out, back = vjp(f, point)
+            with warnings.catch_warnings():  # torch's own forward-AD tables use torch.jit.script
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # linearize's constant folding warns about each kept constant it attaches
+                warnings.filterwarnings("ignore", "Attempted to insert a get_attr", UserWarning)
+                if keep:
+                    _, jv = linearize(f, point)
+                else:
+
+                    def jv(v: torch.Tensor, f: Callable = f) -> torch.Tensor:
+                        return jvp(f, (point,), (v,))[1]
+
+            parts.append((jv, back, self._output_hessian(out, b)))
+        if keep:
             self._parts = (self.theta0, parts)
         return parts
 
     def ggn_vp(self, v: torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
         """GGN-vector product Jᵀ H_out J v at ``theta``."""
-        from torch.func import jvp
-
-        parts = self._linear_parts(theta)
-        point = (self.theta0 if theta is None else theta).detach()
-        total = torch.zeros_like(point)
-        for b, (back, hess) in zip(self.batches, parts, strict=True):
-            with warnings.catch_warnings():  # torch's own forward-AD tables use torch.jit.script
+        point = self.theta0 if theta is None else theta
+        total = torch.zeros_like(point.detach())
+        for jv, back, hess in self._linear_parts(theta):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                _, jv = jvp(lambda t, b=b: self.outputs(t, b), (point,), (v,))
-            (gv,) = back(hess(jv))
+                (gv,) = back(hess(jv(v)))
             total += gv
         self.products += 1
         return total
@@ -202,24 +219,28 @@ class ForgetLoss:
             out, jv = jvp(lambda t: self.outputs(t, batch), (self.theta0,), (theta - self.theta0,))
         return out + jv
 
-    def operator(self, kind: str = "ggn", theta: torch.Tensor | None = None):
-        """The Hessian (``"hessian"``) or GGN (``"ggn"``) at ``theta`` as a float64 scipy
-        LinearOperator on flat parameter vectors."""
+    def operator(
+        self, kind: str = "ggn", theta: torch.Tensor | None = None, dtype: Any = np.float64
+    ):
+        """The Hessian (``"hessian"``) or GGN (``"ggn"``) at ``theta`` as a scipy LinearOperator
+        on flat parameter vectors, in ``dtype`` (float64 by default; ``np.float32`` makes
+        ARPACK's own work, which streams its ~2r Lanczos vectors every step, half as heavy)."""
         from scipy.sparse.linalg import LinearOperator
 
         if kind not in ("ggn", "hessian"):
             raise CurvatureError(f"kind must be ggn or hessian, got {kind!r}")
         product = self.ggn_vp if kind == "ggn" else self.hvp
         device = self.theta0.device
+        dtype = np.dtype(dtype)
 
         def matvec(x: np.ndarray) -> np.ndarray:
             v = torch.as_tensor(np.asarray(x).reshape(-1), dtype=self.dtype, device=device)
-            out = product(v, theta).detach().cpu().double().numpy()
+            out = product(v, theta).detach().cpu().numpy().astype(dtype, copy=False)
             if not np.all(np.isfinite(out)):
                 raise CurvatureError(f"the {kind}-vector product is not finite")
             return out
 
-        return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=np.float64)
+        return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -242,7 +263,7 @@ def _counted(op, desc: str, progress: bool):
         bar.update(1)
         return op.matvec(x)
 
-    return LinearOperator(op.shape, matvec=matvec, dtype=np.float64), bar
+    return LinearOperator(op.shape, matvec=matvec, dtype=op.dtype), bar
 
 
 def top_eigenpairs(
@@ -256,7 +277,7 @@ def top_eigenpairs(
     if not 1 <= r < n:
         raise CurvatureError(f"r = {r} eigenpairs need 1 <= r < the {n} parameters")
     counted, bar = _counted(op, f"Lanczos, top {r}", progress)
-    v0 = np.random.default_rng(seed).standard_normal(n)
+    v0 = np.random.default_rng(seed).standard_normal(n).astype(op.dtype)
     try:
         values, vectors = eigsh(counted, k=r, which="LA", tol=tol, v0=v0)
     finally:

@@ -150,6 +150,25 @@ def test_lanczos_equals_dense_eigenvalues(kind):
         assert np.linalg.eigvalsh(dense).min() > -1e-10
 
 
+def test_a_float32_lanczos_finds_the_dense_eigenpairs():
+    """The main job's call: a float32 model, Lanczos in float32 at SPAN_TOL, against the dense
+    GGN of the same weights in float64."""
+    from llm.path_theory import SPAN_TOL
+
+    exact = ForgetLoss(micro_llama(), [batch()])
+    dense = dense_ggn(exact)
+    fl = ForgetLoss(micro_llama().float(), [batch()])
+    op = fl.operator("ggn", dtype="float32")
+    assert op.dtype == np.float32 and op.matvec(np.ones(fl.dim)).dtype == np.float32
+    got = top_eigenpairs(op, 5, tol=SPAN_TOL)
+    assert got.values.dtype == np.float32
+    values, vectors = np.linalg.eigh(dense)
+    np.testing.assert_allclose(got.values, values[::-1][:5], rtol=1e-4)
+    # the top-5 span: every principal cosine with the dense eigenvectors' is ~1
+    cosines = np.linalg.svd(vectors[:, ::-1][:, :5].T @ got.vectors, compute_uv=False)
+    assert cosines.min() > 1 - 1e-4
+
+
 def test_operator_columns_equal_the_dense_matrices():
     fl = ForgetLoss(micro_llama(seed=3), [batch(2)])
     H, G = dense_hessian(fl), dense_ggn(fl)
