@@ -33,6 +33,7 @@ from study.phases import (
 )
 from study.render import render_report
 from study.results import path_sequences, protocol_numbers, vocab_size
+from study.table1 import beside_paper
 from study.verdicts import SUMMARY_ROWS, findings, precondition, rcu_findings, summarise
 
 
@@ -51,6 +52,7 @@ def analyse(
             result[arch] = {"folders": [seeds[k] for k in sorted(seeds)], "incomplete": broken[0]}
             continue
         sequences = path_sequences(layout.root / seeds[min(seeds)])
+        found = findings(nums, th)
         entry: dict[str, Any] = {
             "folders": [seeds[k] for k in sorted(seeds)],
             "paths": nums[0]["paths"],
@@ -58,7 +60,13 @@ def analyse(
             "sequences": sequences["paths"],
             "retrain_sequence": sequences["retrain"],
             "precondition": precondition(nums, th),
-            "findings": findings(nums, th),
+            "findings": found,
+            "table1": beside_paper(
+                arch,
+                [layout.root / seeds[k] for k in sorted(seeds)],
+                found["inert_methods"],
+                found["utility"]["math"]["measurable"],
+            ),
             "seeds": nums,
         }
         if arch in folders["rcu"]:

@@ -6,31 +6,12 @@ the numbers cannot disagree, and an old metrics file renders with the thresholds
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 from typing import Any
 
+from study.table1 import render_section as table1_section
+from study.text import ci_text, fmt
 from study.theory_llm import render_section
-
-
-def fmt(x: Any, digits: int = 3) -> str:
-    """A number as the report prints it (None: n/a; booleans: yes/no)."""
-    if x is None:
-        return "n/a"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, int):
-        return str(x)
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else "nan"
-    return f"{x:.{digits}f}" if abs(x) >= 10 ** (-digits) or x == 0 else f"{x:.3e}"
-
-
-def ci_text(c: dict[str, Any], digits: int = 3) -> str:
-    """A t-interval as "mean ± half-width" (the mean alone for one seed)."""
-    if c["half_width"] is None:
-        return fmt(c["mean"], digits)
-    return f"{fmt(c['mean'], digits)} ± {fmt(c['half_width'], digits)}"
 
 
 def _verdict(ok: bool) -> str:
@@ -337,6 +318,8 @@ def render_report(metrics: dict[str, Any]) -> str:
             f"({a['folders'][0]}/report/table1.md).",
             "",
         ]
+        if a.get("table1"):
+            L += table1_section(arch, a["table1"])
     if metrics.get("theory_llm"):
         L += render_section(metrics["theory_llm"])
     L += [

@@ -16,7 +16,8 @@ from study import verdicts as V
 from study.cli import main as study_main
 from study.config import StudyConfig, StudyError, Thresholds
 from study.job import run_study
-from study.render import ci_text, fmt, render_report
+from study.render import render_report
+from study.text import ci_text, fmt
 
 TH = Thresholds()
 
@@ -478,3 +479,61 @@ def test_protocols_side_by_side_give_the_same_files(quick_job, tiny_models_dir, 
                 for t in (a, b)
             )
         assert a == b, f
+
+
+def test_paper_table1_shows_what_the_paper_says_of_it() -> None:
+    """The copied columns against the paper's text (Sec. 4.2): unlearning is slowest at p4 "in
+    all except one cases", Qwen2.5-1.5B with SimNPO, whose p4 score "is still lower than
+    average"."""
+    from study.table1 import PAPER, PATHS, shows_pattern
+
+    for model, scores in PAPER.items():
+        for method, values in scores["forget_score"].items():
+            column = dict(zip(PATHS, values, strict=True))
+            expected = (model, method) != ("Qwen1B", "simnpo")
+            assert shows_pattern("forget_score", column) is expected, (model, method)
+    qwen_simnpo = PAPER["Qwen1B"]["forget_score"]["simnpo"]
+    assert qwen_simnpo[3] < sum(qwen_simnpo) / 4
+
+
+def test_table1_patterns_by_hand() -> None:
+    from study.table1 import rank_correlation, shows_pattern
+
+    col = {"p1": 3.0, "p2": 2.0, "p3": 1.0, "p4": 0.5}
+    assert shows_pattern("forget_score", col) and not shows_pattern("tofu_utility", col)
+    assert shows_pattern("tofu_utility", {**col, "p4": 3.5})
+    assert shows_pattern("forget_score", {**col, "p4": 1.0}) is False  # a tie is not "least"
+    # math: (max - min) / max of |change| > 0.2; all zero: not measurable
+    assert shows_pattern("math_utility_flexible", {"p1": -0.5, "p2": 0.1, "p3": 0.3, "p4": 0.4})
+    assert not shows_pattern("math_utility_flexible", {p: -0.3 for p in col})
+    assert shows_pattern("math_utility_flexible", {p: 0.0 for p in col}) is None
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 1, 1, 1], [1, 2, 3, 4]) is None
+
+
+def test_table1_beside_the_paper_equals_the_protocol_tables(quick_job) -> None:
+    """The toy's cells are the protocol's own Table 1 (read independently from table1.csv)."""
+    import csv
+    import io
+
+    from study.table1 import PAPER
+
+    out, metrics = quick_job
+    text = (out / "report.md").read_text()
+    for arch, model in (("llama", "Llama1B"), ("qwen2", "Qwen1B")):
+        t = metrics["llm"][arch]["table1"]
+        assert t["paper_model"] == model
+        assert f"### Table 1 beside the paper ({model})" in text
+        table = (out / "llm" / arch / "seed0/report/table1.csv").read_text()
+        rows = list(csv.DictReader(io.StringIO(table)))
+        for row in rows:
+            if row["method"] not in ("ga", "npo", "simnpo"):
+                continue
+            for score in ("forget_score", "tofu_utility"):
+                column = t["scores"][score][row["method"]]
+                assert column["toy"][row["path"]]["mean"] == pytest.approx(float(row[score]))
+                paper = PAPER[model][score][row["method"]][int(row["path"][1]) - 1]
+                assert column["paper"][row["path"]] == paper
+        for method in t["inert"]:
+            assert method in metrics["llm"][arch]["findings"]["inert_methods"]
