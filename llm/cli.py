@@ -260,6 +260,7 @@ def _format_plan(result: dict) -> str:
             lines.append(f"  {'total (checkpointing)':<22}{g(p['total_checkpointing'])} GiB")
         then = f" ({p['recommended_total'] / GIB:.2f} GiB)" if "recommended_total" in p else ""
         lines.append("  recommended: " + "; ".join(p["recommended"]) + then)
+    lines += [f"note: {n}" for n in result.get("notes", [])]
     return "\n".join(lines)
 
 

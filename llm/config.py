@@ -54,6 +54,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DTYPES = ("fp32", "bf16", "fp64")
 SCHEDULES = ("wsd", "cosine", "constant")
 LORA_MERGES = ("per_stage", "end")
+MIXED_PRECISIONS = ("no", "bf16")
 OBJECTIVES = ("ga", "npo", "simnpo")
 REFERENCES = ("adapter", "precomputed")
 STRATEGIES = ("ddp", "fsdp")
@@ -114,6 +115,11 @@ class FinetuneConfig:
         False,
         "recompute each decoder layer's activations in backward (fine-tuning and unlearning): "
         "less memory (python -m llm plan), ~1/3 more compute, the same result",
+    )
+    mixed_precision: str = _f(
+        "no",
+        "no (the paper's fp32) | bf16: fine-tuning's and unlearning's forward passes autocast "
+        "to bfloat16; weights, gradients and AdamW state stay fp32 (needs model.dtype = fp32)",
     )
     checkpoint_every: int = _f(50, "optimizer steps between step checkpoints (resume)")
     replay_docs: int = _f(
@@ -290,6 +296,16 @@ def validate(cfg: RunConfig) -> None:
     if ft.lora_merge not in LORA_MERGES:
         raise ConfigError(
             f"finetune.lora_merge must be one of {LORA_MERGES}, got {ft.lora_merge!r}"
+        )
+    if ft.mixed_precision not in MIXED_PRECISIONS:
+        raise ConfigError(
+            f"finetune.mixed_precision must be one of {MIXED_PRECISIONS}, "
+            f"got {ft.mixed_precision!r}"
+        )
+    if ft.mixed_precision != "no" and cfg.model.dtype != "fp32":
+        raise ConfigError(
+            f"finetune.mixed_precision = {ft.mixed_precision!r} keeps fp32 master weights: it "
+            f"needs model.dtype = 'fp32', got {cfg.model.dtype!r}"
         )
     for where, sched in (("finetune", ft.schedule), ("unlearn", cfg.unlearn.schedule)):
         if sched not in SCHEDULES:

@@ -18,6 +18,7 @@ summed by :func:`llm.distributed.sum_gradients`) or sharded with FSDP2 (``fsdp``
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -53,6 +54,7 @@ class LoopSettings:
     max_grad_norm: float = 0.0
     checkpoint_every: int = 50
     seed: int = 0
+    mixed_precision: str = "no"  # "bf16": forward passes under torch.autocast, fp32 weights
 
 
 # ------------------------------------------------------------------------------------------
@@ -103,6 +105,16 @@ def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, settings:
 
 # ------------------------------------------------------------------------------------------
 # The loop
+
+
+def autocast(device: torch.device, mixed_precision: str):
+    """The forward's precision context: bf16 autocast (the parameters, their gradients and the
+    optimizer state stay in their own dtype, fp32) or nothing."""
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    if mixed_precision != "bf16":
+        raise ValueError(f"mixed_precision must be 'no' or 'bf16', got {mixed_precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def all_finite(params: list[torch.nn.Parameter]) -> bool:
@@ -171,7 +183,8 @@ def run_loop(
                 if fsdp:
                     zero_loss(model, device).backward()
                 continue
-            loss, micro_stats = objective.loss(model, micro, totals)
+            with autocast(device, settings.mixed_precision):
+                loss, micro_stats = objective.loss(model, micro, totals)
             loss.backward()
             loss_sum += loss.detach().double()
             for k, v in micro_stats.items():

@@ -52,6 +52,8 @@ def prefix_key(
     ft = to_dict(cfg.finetune)
     ft.pop("checkpoint_every")  # how often we save does not change the result
     ft.pop("gradient_checkpointing")  # recomputing activations neither (tests/test_llm_train.py)
+    if ft["mixed_precision"] == "no":  # the only behaviour before the option: keys unchanged
+        ft.pop("mixed_precision")
     if ft["method"] == "full" or ft["lora_merge"] == "per_stage":
         # No adapter to merge, or the only behaviour before the option: keys stay as they were.
         ft.pop("lora_merge")

@@ -91,6 +91,7 @@ def stage_settings(stage: StageConfig, ft: FinetuneConfig, seed: int) -> LoopSet
         max_grad_norm=ft.max_grad_norm,
         checkpoint_every=ft.checkpoint_every,
         seed=seed,
+        mixed_precision=ft.mixed_precision,
     )
 
 

@@ -230,6 +230,7 @@ def unlearn_settings(
         max_grad_norm=ft.max_grad_norm,
         checkpoint_every=ft.checkpoint_every,
         seed=seed,
+        mixed_precision=ft.mixed_precision,
     )
 
 

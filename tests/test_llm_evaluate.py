@@ -1,7 +1,9 @@
-"""Metrics equal their definitions on hand-built cases; batching does not change a score."""
+"""Metrics equal their definitions on hand-built cases; batching does not change a score; math
+sampling with left padding equals one prompt at a time, and two processes sample what one does."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -132,3 +134,63 @@ def test_math_sampling_is_seeded(llama):
     )
     assert len(per_example["math_strict"]) == 3
     assert 0.0 <= summary["math_flexible"] <= 1.0 and not math.isnan(summary["math_strict"])
+
+
+def _near_greedy(model, tok, prompts, batch_size):
+    # Temperature 1e-6: sampling picks the argmax, so batching cannot change the draws and any
+    # difference would come from the left padding.
+    return E.generate_samples(
+        model, tok, prompts, 2, max_new_tokens=8, temperature=1e-6, seed=1, batch_size=batch_size
+    )
+
+
+def test_left_padded_batches_generate_what_single_prompts_do(llama):
+    from transformers import AutoModelForCausalLM
+
+    from llm.synthetic import held_out_arithmetic
+
+    trained, tok = llama
+    # Random weights: the tiny trained model answers "    " to every prompt, which would hide a
+    # padding error; float64, because near-ties of float32 logits could flip between shapes.
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(trained.config).double()
+    with torch.no_grad():  # larger than the init's weights: the answer depends on the question
+        for p in model.parameters():
+            p.mul_(8.0)
+    prompts = E.build_suite(tok, math=held_out_arithmetic(5, 3, [])).math_prompts
+    lengths = {len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts}
+    assert len(lengths) > 1  # the batch really is padded
+    one = _near_greedy(model, tok, prompts, 1)
+    assert _near_greedy(model, tok, prompts, 5) == one
+    assert len({s for row in one for s in row}) > 1  # not one constant string
+
+
+def _generate_worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
+    from _distributed import init_gloo_worker
+
+    init_gloo_worker(rank, world, port)
+    samples = _sampled(Path(model_dir))
+    if rank == 0:
+        Path(out).write_text(json.dumps(samples))
+    torch.distributed.destroy_process_group()
+
+
+def _sampled(model_dir: Path) -> list[list[str]]:
+    from llm.models import load_model
+    from llm.synthetic import held_out_arithmetic
+
+    model, tok = load_model(model_dir)
+    prompts = E.build_suite(tok, math=held_out_arithmetic(5, 3, [])).math_prompts
+    return E.generate_samples(model, tok, prompts, 3, max_new_tokens=6, seed=7, batch_size=2)
+
+
+def test_sampling_sharded_over_two_processes_equals_one(tiny_models_dir, tmp_path):
+    """Batches are dealt round robin and seeded by their start, so the gathered samples of two
+    ranks are those of one process (three batches: the ranks hold two and one)."""
+    import torch.multiprocessing as mp
+    from _distributed import free_port
+
+    out = tmp_path / "two.json"
+    args = (2, free_port(), str(tiny_models_dir / "llama"), str(out))
+    mp.start_processes(_generate_worker, args=args, nprocs=2, join=True, start_method="spawn")
+    assert json.loads(out.read_text()) == _sampled(tiny_models_dir / "llama")

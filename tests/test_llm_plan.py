@@ -8,13 +8,10 @@ import dataclasses
 import json
 import math
 import re
-import weakref
 from pathlib import Path
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from llm.arch_cards import (
     CARDS,
@@ -26,6 +23,7 @@ from llm.arch_cards import (
 )
 from llm.cli import main
 from llm.config import CONFIG_DIR, load_config
+from llm.live_bytes import LiveBytes
 from llm.plan import GIB, Setting, plan, train_memory
 
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -89,42 +87,14 @@ def test_card_round_trips_through_config_json(tmp_path: Path) -> None:
 # Planner against measurement
 
 
-class LiveBytes(TorchDispatchMode):
-    """Bytes of every tensor storage created inside the block that is still alive, and the
-    peak. Every op's new output storage is counted (views and in-place results share an
-    input's storage and are not) and uncounted when its storage is freed (weakref
-    finalizer). This is exact for tensors on the CPU, where torch has no allocator statistics;
-    it leaves out allocator overhead and kernels' internal scratch space."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = self.peak = 0
-        self.sizes: dict[int, int] = {}
-
-    def _free(self, key: int, size: int) -> None:
-        if self.sizes.pop(key, None) is not None:
-            self.live -= size
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        inputs = tree_flatten((args, kwargs))[0]
-        seen = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            storage = t.untyped_storage()
-            key, size = storage.data_ptr(), storage.nbytes()
-            if key in seen or key in self.sizes or size == 0:
-                continue
-            self.sizes[key] = size
-            self.live += size
-            self.peak = max(self.peak, self.live)
-            weakref.finalize(storage, self._free, key, size)
-        return out
-
-
 def measure_step(
-    card, rows: int, tokens: int, lora: int, checkpointing: bool, attention: str = "sdpa"
+    card,
+    rows: int,
+    tokens: int,
+    lora: int,
+    checkpointing: bool,
+    attention: str = "sdpa",
+    mixed_precision: str = "no",
 ) -> int:
     """Peak bytes of a steady-state optimizer step (two accumulated micro-batches of ``rows``
     padded rows, forward + backward, clipping, foreach AdamW) as llm.loop runs it: weights and
@@ -132,6 +102,7 @@ def measure_step(
     from transformers import AutoModelForCausalLM
 
     from llm.logprobs import sequence_logprobs
+    from llm.loop import autocast
     from llm.train import attach_lora, enable_checkpointing
 
     torch.manual_seed(0)
@@ -152,7 +123,9 @@ def measure_step(
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         for _ in range(2):
-            logp, n = sequence_logprobs(model(input_ids=ids, attention_mask=mask).logits, labels)
+            with autocast(torch.device("cpu"), mixed_precision):  # as llm.loop.run_loop
+                logits = model(input_ids=ids, attention_mask=mask).logits
+                logp, n = sequence_logprobs(logits, labels)
             (-logp.sum() / n.sum() / 2).backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -198,6 +171,16 @@ def test_plan_matches_measured_step(case) -> None:
     measured = measure_step(card, *case[4:])
     # 15%: the bound the task set; the derivation counts autograd's saved tensors, so the
     # ratios are near 1 (docs/full_scale.md lists them).
+    assert abs(predicted / measured - 1) < 0.15, (predicted, measured)
+
+
+@pytest.mark.parametrize("case", [MEASURED[0], MEASURED[6]], ids=["llama-full", "qwen2-lora"])
+def test_mixed_precision_is_planned_as_fp32(case) -> None:
+    """bf16 autocast keeps fp32 weights, gradients and AdamW state; its activations are partly
+    bf16 and its logits come twice: the fp32 plan stays within the planner's 15%."""
+    card, predicted = predicted_step(*case)
+    measured = measure_step(card, *case[4:], mixed_precision="bf16")
+    assert measured != measure_step(card, *case[4:])  # autocast was on
     assert abs(predicted / measured - 1) < 0.15, (predicted, measured)
 
 
@@ -301,6 +284,16 @@ def test_model_folder_is_read(tmp_path: Path) -> None:
     result = plan(load_config(CONFIG_DIR / "qwen2.5-1.5b.toml", sets))
     assert result["source"].endswith("config.json")
     assert result["phases"]["evaluate"]["params"] == param_count(card)
+
+
+def test_mixed_precision_config_plans_as_fp32_with_a_note(capsys) -> None:
+    config = str(CONFIG_DIR / "llama3.2-1b.toml")
+    fp32 = plan(load_config(config))
+    mixed = plan(load_config(config, ["finetune.mixed_precision=bf16"]))
+    assert mixed["phases"] == fp32["phases"] and fp32["notes"] == []
+    assert mixed["mixed_precision"] == "bf16" and "within 15%" in mixed["notes"][0]
+    assert main(["plan", "--config", config, "--set", "finetune.mixed_precision=bf16"]) == 0
+    assert "note: finetune.mixed_precision = 'bf16' is planned as fp32" in capsys.readouterr().out
 
 
 def _bad(tmp_path: Path, capsys, args: list[str]) -> str:

@@ -1,8 +1,10 @@
 """Staged fine-tuning: the loss falls, LoRA trains and merges, splits of a batch agree, resume and
-two processes reproduce one uninterrupted process."""
+two processes reproduce one uninterrupted process, bf16 mixed precision keeps fp32 master weights
+and resumes exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -160,6 +162,54 @@ def test_gradient_checkpointing_gives_the_same_stage(tiny_models_dir, lora):
         torch.testing.assert_close(ckpt[k], plain[k], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_bf16_mixed_precision_keeps_fp32_master_weights(tiny_models_dir, method):
+    """Under bf16 autocast the weights (and adapters) stay fp32 and train; the run differs from
+    the fp32 one by bfloat16's rounding (8 bits of mantissa), not more."""
+    stage = StageConfig(name="s", epochs=2, lr=1e-3, batch_size=4)
+    runs = {}
+    for precision in ("no", "bf16"):
+        model, tok = load(tiny_models_dir)
+        ft = FinetuneConfig(method=method, schedule="constant", mixed_precision=precision)
+        model, records = train_stage(
+            model,
+            tokenized(tok, 8),
+            stage,
+            ft,
+            pad_token_id=tok.pad_token_id,
+            seed=0,
+            lora=(4, 8) if method == "lora" else None,
+            progress=False,
+        )
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        runs[precision] = (params_of(model), [r["loss"] for r in records])
+    (fp32, loss32), (bf16, loss16) = runs["no"], runs["bf16"]
+    assert loss16 != loss32  # autocast was on
+    assert loss16 == pytest.approx(loss32, rel=0.02)
+    base, _ = load(tiny_models_dir)
+    start = params_of(base)
+    for k in fp32:  # both moved the same weights the same way, up to bf16's rounding
+        moved32, moved16 = fp32[k] - start[k], bf16[k] - start[k]
+        if moved32.abs().max() > 0:
+            cosine = torch.nn.functional.cosine_similarity(
+                moved32.flatten(), moved16.flatten(), dim=0
+            )
+            assert cosine > 0.9, k
+
+
+def test_mixed_precision_config_is_checked():
+    from llm.config import ConfigError, RunConfig, validate
+
+    cfg = RunConfig()
+    bad = dataclasses.replace(cfg.finetune, mixed_precision="fp8")
+    with pytest.raises(ConfigError, match="mixed_precision must be one of"):
+        validate(dataclasses.replace(cfg, finetune=bad))
+    bf16 = dataclasses.replace(cfg.finetune, mixed_precision="bf16")
+    bf16_model = dataclasses.replace(cfg.model, dtype="bf16")
+    with pytest.raises(ConfigError, match="needs model.dtype = 'fp32'"):
+        validate(dataclasses.replace(cfg, finetune=bf16, model=bf16_model))
+
+
 def test_non_finite_loss_stops_before_the_step(tiny_models_dir):
     model, tok = load(tiny_models_dir)
     examples = tokenized(tok, 4)
@@ -182,9 +232,16 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_equals_uninterrupted(tiny_models_dir, tmp_path):
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_resume_equals_uninterrupted(tiny_models_dir, tmp_path, mixed_precision):
     stage = StageConfig(name="s", epochs=3, lr=1e-2, batch_size=4)
-    ft = FinetuneConfig(schedule="wsd", warmup_frac=0.2, decay_frac=0.2, checkpoint_every=2)
+    ft = FinetuneConfig(
+        schedule="wsd",
+        warmup_frac=0.2,
+        decay_frac=0.2,
+        checkpoint_every=2,
+        mixed_precision=mixed_precision,
+    )
 
     def run(ckpt, kill_at=None):
         model, tok = load(tiny_models_dir)
