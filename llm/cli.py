@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-math", action="store_true", help="skip math generation")
     p = sub.add_parser("protocol", help="paths x methods, baseline, evaluation, report")
     _config_args(p)
+    p.add_argument(
+        "--jobs",
+        choices=("local", "slurm"),
+        default=None,
+        help="run the prefixes, then every (path, method), as submitit jobs (llm.jobs)",
+    )
+    p.add_argument("--workers", type=int, default=2, help="--jobs: jobs in flight at once")
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="--jobs slurm: a submitit parameter, e.g. slurm_partition=gpu or timeout_min=240",
+    )
     p = sub.add_parser(
         "curvature", help="top eigenvalues of the forget loss's GGN and Hessian at a checkpoint"
     )
@@ -139,6 +153,32 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.command == "curvature":
         return _curvature(cfg, args, progress)
+    if args.command == "protocol" and args.slurm and args.jobs != "slurm":
+        from llm.jobs import JobsError
+
+        raise JobsError("--slurm sets submitit's SLURM parameters: it needs --jobs slurm")
+    if args.command == "protocol" and args.jobs:
+        from llm.jobs import JobsError, run_protocol_jobs
+
+        if args.tensorboard:
+            raise JobsError("--tensorboard is not available with --jobs")
+        slurm = {}
+        for item in args.slurm:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise JobsError(f"--slurm {item!r}: expected KEY=VALUE")
+            slurm[key] = int(value) if value.isdigit() else value
+        result = run_protocol_jobs(
+            cfg,
+            args.out,
+            args.jobs,
+            workers=args.workers,
+            threads=args.threads or 1,
+            slurm=slurm,
+            progress=progress,
+        )
+        print(f"report: {Path(args.out) / 'report' / 'table1.md'}")
+        return _failed(result.statuses)
     if args.command == "protocol":
         result = P.run_protocol(cfg, args.out, progress=progress, tensorboard=args.tensorboard)
         print(f"report: {Path(args.out) / 'report' / 'table1.md'}")

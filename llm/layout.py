@@ -19,6 +19,7 @@
       paths.json                 stage sequence of every path and of the retrain baseline
       theory_llm.json            the linear theory's quantities on the paths (llm.path_theory)
       report/                    table1.md, table1.csv, summary.json, figures (llm.report)
+      jobs/                      --jobs local|slurm: submitit's job files and logs (llm.jobs)
 
 The protocol writes through these objects, and the report and the main job read through them, so
 a file is named in one place only.
@@ -134,6 +135,11 @@ class ProtocolLayout:
     @property
     def paths_json(self) -> Path:
         return self.root / "paths.json"
+
+    @property
+    def jobs(self) -> Path:
+        """submitit's folder under ``--jobs``: each job's pickled call, stdout and stderr."""
+        return self.root / "jobs"
 
     @property
     def theory_llm(self) -> Path:

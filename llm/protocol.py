@@ -33,8 +33,11 @@ __all__ = [
     "check_config_paths",
     "evaluate_retrain",
     "evaluate_with_config",
+    "failed_path_statuses",
+    "finish_protocol",
     "run_protocol",
     "run_unlearning",
+    "write_eval_suite",
 ]
 
 
@@ -212,7 +215,7 @@ class ProtocolResult:
     statuses: list[dict]
 
 
-def _failed_path_statuses(ws: Workspace, path: str, message: str) -> list[dict]:
+def failed_path_statuses(ws: Workspace, path: str, message: str) -> list[dict]:
     """Statuses of every method of a path whose stages could not be trained."""
     statuses = []
     for method in ws.cfg.unlearn.methods:
@@ -235,22 +238,18 @@ def run_protocol(
     """
     from llm.loop import NonFiniteError
     from llm.models import transformers_progress
-    from llm.report import write_report
 
     with transformers_progress(progress), protocol_session(cfg, out, progress, tensorboard) as ws:
-        layout, suite = ws.layout, ws.suite
+        suite = ws.suite
         sequences = path_sequences(cfg.paths)
         retrain = retrain_sequence(cfg.paths)
-        if D.current().is_main:
-            sizes = {k: len(v) for k, v in suite.groups.items()}
-            sizes |= {"re": len(suite.re_examples), "math": len(suite.math_prompts)}
-            atomic_write_json(layout.eval_suite, {"sizes": sizes, "skipped": suite.skipped})
+        write_eval_suite(ws)
         final_models, statuses = {}, []
         for name, seq in sequences.items():
             try:
                 final_models[name] = ensure_prefix(ws, seq)
             except NonFiniteError as err:
-                statuses += _failed_path_statuses(ws, name, f"training {'-'.join(seq)}: {err}")
+                statuses += failed_path_statuses(ws, name, f"training {'-'.join(seq)}: {err}")
         runs = [(name, d, m) for name, d in final_models.items() for m in cfg.unlearn.methods]
         bar = tqdm(runs, desc="unlearning runs", disable=not (progress and D.current().is_main))
         for name, model_dir, method in bar:
@@ -260,16 +259,33 @@ def run_protocol(
             evaluate_retrain(ws, suite, ensure_prefix(ws, retrain))
         except NonFiniteError as err:
             statuses.append({"path": "retrain", "status": "non-finite", "message": str(err)})
-        if D.current().is_main:
-            lengths = [sum(1 for t in ex.labels[1:] if t != -100) for ex in suite.re_examples]
-            atomic_write_json(layout.re_distance, re_distances(layout, lengths))
-            atomic_write_json(
-                layout.paths_json,
-                {"paths": {k: list(v) for k, v in sequences.items()}, "retrain": list(retrain)},
-            )
-            write_report(layout.root)
-        D.barrier()
-        return ProtocolResult(layout.root, sequences, list(ws.trained), statuses)
+        finish_protocol(ws, sequences, retrain)
+        return ProtocolResult(ws.layout.root, sequences, list(ws.trained), statuses)
+
+
+def write_eval_suite(ws: Workspace) -> None:
+    """``eval_suite.json``: how many items each metric has, and how many were too long."""
+    suite = ws.suite
+    if D.current().is_main:
+        sizes = {k: len(v) for k, v in suite.groups.items()}
+        sizes |= {"re": len(suite.re_examples), "math": len(suite.math_prompts)}
+        atomic_write_json(ws.layout.eval_suite, {"sizes": sizes, "skipped": suite.skipped})
+
+
+def finish_protocol(ws: Workspace, sequences: dict, retrain: tuple[str, ...]) -> None:
+    """After every run: the RE distances, ``paths.json`` and the report."""
+    from llm.report import write_report
+
+    layout = ws.layout
+    if D.current().is_main:
+        lengths = [sum(1 for t in ex.labels[1:] if t != -100) for ex in ws.suite.re_examples]
+        atomic_write_json(layout.re_distance, re_distances(layout, lengths))
+        atomic_write_json(
+            layout.paths_json,
+            {"paths": {k: list(v) for k, v in sequences.items()}, "retrain": list(retrain)},
+        )
+        write_report(layout.root)
+    D.barrier()
 
 
 def check_config_paths(cfg: RunConfig) -> None:

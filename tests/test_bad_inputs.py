@@ -258,6 +258,22 @@ CLI_CASES: dict[str, tuple[Callable, list[str], int, str]] = {
         2,
         "is a folder",
     ),
+    # llm protocol --jobs (llm.jobs)
+    "protocol/jobs-workers-0": (
+        *_llm("protocol", "--jobs", "local", "--workers", "0"),
+        2,
+        "--workers and --threads must be >= 1",
+    ),
+    "protocol/slurm-without-jobs": (
+        *_llm("protocol", "--slurm", "slurm_partition=gpu"),
+        2,
+        "it needs --jobs slurm",
+    ),
+    "protocol/slurm-not-key-value": (
+        *_llm("protocol", "--jobs", "slurm", "--slurm", "gpu"),
+        2,
+        "expected KEY=VALUE",
+    ),
     "study/out-is-a-file": (study_main, ["--out", "{root}/a_file", "--quick"], 2, "is a file"),
     "study/argparse": (study_main, ["--quick"], 2, "--out"),
 }
