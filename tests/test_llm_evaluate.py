@@ -172,6 +172,9 @@ def _generate_worker(rank: int, world: int, port: int, model_dir: str, out: str)
     samples = _sampled(Path(model_dir))
     if rank == 0:
         Path(out).write_text(json.dumps(samples))
+    # Both ranks past every collective before either closes its connections: a rank that tore
+    # down its group while the other was still finishing the gather aborted the other (gloo).
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
