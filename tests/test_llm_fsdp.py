@@ -123,6 +123,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str) -> None:
     result["protocol"] = str(protocol_stage(model_dir, "fsdp", out / "protocol"))
     if rank == 0:
         torch.save(result, out / "two.pt")
+    torch.distributed.barrier()  # both ranks done before either tears its group down
     torch.distributed.destroy_process_group()
 
 

@@ -286,6 +286,7 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out: str, mixed: s
     params = _distributed_run(Path(model_dir), grad_accum=1, mixed=mixed)
     if rank == 0:
         torch.save(params, out)
+    torch.distributed.barrier()  # both ranks done before either tears its group down
     torch.distributed.destroy_process_group()
 
 
