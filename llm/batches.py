@@ -85,3 +85,46 @@ def zero_loss(model, device: torch.device) -> torch.Tensor:
     run forward and backward (its shards join every all-gather and reduce-scatter)."""
     ids = torch.zeros((1, 1), dtype=torch.long, device=device)
     return model(input_ids=ids).logits.sum() * 0.0
+
+
+@torch.no_grad()
+def score_shards(
+    model,
+    examples: Sequence[Any],
+    pad_token_id: int,
+    batch_size: int,
+    score,
+    by_length: bool = False,
+    progress=None,
+) -> list:
+    """``score(model, batch)`` (one value per row) of every example, in input order, no grad.
+
+    Each process scores its share (:func:`llm.distributed.shard`; sorted by length first with
+    ``by_length``, which keeps padding small) in batches of ``batch_size``, and the values are
+    gathered from every process. Under FSDP a process with fewer batches runs zero-weighted
+    one-token forwards in place of the missing ones, so that every process joins every
+    collective; the root's gathered weights are given back at the end. ``progress`` wraps the
+    batch list (e.g. a tqdm bar).
+    """
+    info = D.current()
+    mine = D.shard(list(range(len(examples))), info)
+    if by_length:
+        mine.sort(key=lambda i: len(examples[i].input_ids))
+    chunks = [mine[s : s + batch_size] for s in range(0, len(mine), batch_size)]
+    chunks = D.even_batches(chunks, model)
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    values: dict[int, Any] = {}
+    for chunk in progress(chunks) if progress else chunks:
+        if chunk is None:  # FSDP: this process's shards still join the all-gathers
+            zero_loss(model, device)
+            continue
+        batch = collate_to([examples[i] for i in chunk], pad_token_id, device)
+        values.update(zip(chunk, score(model, batch), strict=True))
+    model.train(was_training)
+    D.reshard(model)
+    merged: dict[int, Any] = {}
+    for part in D.gather_objects(values):
+        merged.update(part)
+    return [merged[i] for i in range(len(examples))]

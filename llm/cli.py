@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run the prefixes, then every (path, method), as submitit jobs (llm.jobs)",
     )
-    p.add_argument("--workers", type=int, default=2, help="--jobs: jobs in flight at once")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="--jobs local: jobs in flight at once (SLURM queues every job, wave 2 with afterok)",
+    )
     p.add_argument(
         "--slurm",
         action="append",
@@ -287,7 +292,9 @@ def _format_plan(result: dict) -> str:
         f"{result['headroom']:.0%} of a GPU"
     ]
     keys = ("weights", "gradients", "optimizer", "activations", "kv_cache", "fsdp_gather")
-    keys += ("step_temp",)  # foreach AdamW's temporary: the peak when it exceeds activations
+    # FSDP + bf16 autocast's unsharded weight copies; foreach AdamW's temporary (the peak when
+    # it exceeds activations)
+    keys += ("autocast_copies", "step_temp")
     for name, p in result["phases"].items():
         lines.append(f"{name}: {p['params']:,} params, {p['trainable_params']:,} trainable")
         for k in keys:

@@ -232,8 +232,8 @@ class EvalConfig:
 class DistributedConfig:
     strategy: str = _f(
         "ddp",
-        "ddp (every process holds the whole model, gradients all-reduced) | fsdp (fine-tuning "
-        "stages sharded with FSDP2 over the processes; full fine-tuning only)",
+        "ddp (every process holds the whole model, gradients all-reduced) | fsdp (fine-tuning, "
+        "unlearning and evaluation sharded with FSDP2 over the processes; full fine-tuning only)",
     )
 
 

@@ -10,7 +10,10 @@ global batch, identical to one process running the same batch.
 With ``strategy = "fsdp"`` (:func:`shard_model`) the model is instead sharded with FSDP2
 (``torch.distributed.fsdp.fully_shard``: every decoder layer, then the root) so that each process
 holds 1/world of the weights, gradients and optimizer state; FSDP's reduce-scatter then *sums*
-the gradients (divide factor 1), which keeps the same global-token normalisation.
+the gradients (divide factor 1), which keeps the same global-token normalisation. Every forward
+of a sharded model is a collective (all-gathers), so no-grad passes that split examples over
+processes (scoring, sampling) run the same number of forwards on every process
+(:func:`even_batches`) and give the registered shards back afterwards (:func:`reshard`).
 """
 
 from __future__ import annotations
@@ -173,6 +176,35 @@ def shard_model(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
     return model
 
 
+def reshard(model: torch.nn.Module) -> None:
+    """Free the unsharded parameters an FSDP model still holds and register its shards again.
+
+    FSDP2 keeps the root's parameters (embeddings, final norm, LM head) unsharded after a forward,
+    expecting a backward; after a no-grad pass they would stay gathered, and an optimizer built
+    over ``model.parameters()`` then would see them instead of the shards. Local (no
+    communication); a no-op for a model that is not sharded or already is.
+    """
+    if not is_fsdp(model):
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def even_batches(batches: list, model: torch.nn.Module) -> list:
+    """This process's batches of a no-grad pass, padded with ``None`` to the longest count over
+    processes when ``model`` is sharded (every forward of an FSDP model is a collective: a
+    process that ran fewer would leave the others waiting). A ``None`` batch stands for a forward
+    whose output is discarded. Unsharded models: ``batches`` unchanged, no communication."""
+    batches = list(batches)
+    if not is_fsdp(model):
+        return batches
+    longest = max(gather_objects(len(batches)))
+    return batches + [None] * (longest - len(batches))
+
+
 def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The model's full (unsharded) state dict on the CPU.
 
@@ -216,7 +248,13 @@ def load_fsdp_train_state(
 
     options = StateDictOptions(full_state_dict=True)
     set_model_state_dict(model, model_state, options=options)
-    set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+    if optim_state.get("state"):
+        set_optimizer_state_dict(model, optimizer, optim_state, options=options)
+        return
+    # No per-parameter state (SGD without momentum), which torch's loader refuses ("Expected
+    # device to be set"): only the groups' hyperparameters (the scheduled lr) to restore.
+    for group, saved in zip(optimizer.param_groups, optim_state["param_groups"], strict=True):
+        group.update({k: v for k, v in saved.items() if k != "params"})
 
 
 def local_value(value: torch.Tensor) -> torch.Tensor:

@@ -48,35 +48,20 @@ def score_examples(
     """Per-token log-prob vectors (float64) of every example's labelled tokens.
 
     Many sequences go through each forward pass; under torch.distributed every process scores
-    its shard and the results are gathered back into the input order.
+    its shard and the results are gathered back into the input order (under FSDP every process
+    runs the same number of forwards: :func:`llm.batches.score_shards`).
     """
-    from llm.batches import collate_to, model_device
+    from llm.batches import score_shards
 
-    info = D.current()
-    indices = D.shard(list(range(len(examples))), info)
-    # Sorting by length keeps padding small; the order is restored below.
-    indices.sort(key=lambda i: len(examples[i].input_ids))
-    was_training = model.training
-    model.eval()
-    device = model_device(model)
-    mine: dict[int, np.ndarray] = {}
-    for start in tqdm(
-        range(0, len(indices), batch_size),
-        desc=desc or "scoring",
-        disable=not desc or not info.is_main,
-        leave=False,
-    ):
-        chunk = indices[start : start + batch_size]
-        batch = collate_to([examples[i] for i in chunk], pad_token_id, device)
+    def score(model, batch) -> list[np.ndarray]:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        for i, vec in zip(chunk, per_example_logprobs(logits, batch["labels"]), strict=True):
-            mine[i] = vec.numpy()
-    if was_training:
-        model.train()
-    merged: dict[int, np.ndarray] = {}
-    for part in D.gather_objects(mine):
-        merged.update(part)
-    return [merged[i] for i in range(len(examples))]
+        return [v.numpy() for v in per_example_logprobs(logits, batch["labels"])]
+
+    def bar(chunks):
+        quiet = not desc or not D.current().is_main
+        return tqdm(chunks, desc=desc or "scoring", disable=quiet, leave=False)
+
+    return score_shards(model, examples, pad_token_id, batch_size, score, True, bar)
 
 
 def mean_per_token(vectors: Sequence[np.ndarray]) -> list[float]:
@@ -140,20 +125,51 @@ def generate_samples(
     """``n_samples`` sampled continuations per rendered prompt, seeded per batch of prompts.
 
     Batches are fixed slices of the prompt list and each is seeded from (seed, batch start), so
-    the samples do not depend on the number of processes (batches are dealt round robin).
+    the samples do not depend on the number of processes (batches are dealt round robin). Under
+    FSDP every ``generate`` step is a collective: every process runs the same number of
+    ``generate`` calls (a process short of a batch generates from a one-token stand-in prompt
+    and discards it) and each call decodes in step with the others (``synced_gpus``: a process
+    whose sequences all stopped keeps running forwards until every process has stopped).
     """
     from llm.batches import model_device, stable_seed
 
     info = D.current()
     device = model_device(model)
+    fsdp = D.is_fsdp(model)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         pad_id = tokenizer.eos_token_id
     starts = D.shard(list(range(0, len(prompts), batch_size)), info)
     was_training = model.training
     model.eval()
+
+    def generate(ids: torch.Tensor, mask: torch.Tensor, n: int, seed_start: int) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(stable_seed(seed, "math", seed_start))
+            return model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=pad_id,
+                eos_token_id=list(stop_token_ids) if stop_token_ids else tokenizer.eos_token_id,
+                synced_gpus=fsdp,
+            )  # (len(ids) * n, width + new)
+
     mine: dict[int, list[str]] = {}
-    for start in tqdm(starts, desc="math samples", disable=not (progress and info.is_main)):
+    for start in tqdm(
+        D.even_batches(starts, model),
+        desc="math samples",
+        disable=not (progress and info.is_main),
+    ):
+        if start is None:  # FSDP: join every collective of the other processes' calls
+            one = torch.full((1, 1), pad_id, dtype=torch.long)
+            generate(one, torch.ones_like(one), 1, -1)
+            continue
         chunk = list(prompts[start : start + batch_size])
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in chunk]
         width = max(len(e) for e in encoded)
@@ -163,25 +179,12 @@ def generate_samples(
         for row, e in enumerate(encoded):
             ids[row, width - len(e) :] = torch.tensor(e)
             mask[row, width - len(e) :] = 1
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(stable_seed(seed, "math", start))
-            out = model.generate(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                num_return_sequences=n_samples,
-                pad_token_id=pad_id,
-                eos_token_id=list(stop_token_ids) if stop_token_ids else tokenizer.eos_token_id,
-            )  # (len(chunk) * n_samples, width + new)
+        out = generate(ids, mask, n_samples, start)
         texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
         for row in range(len(chunk)):
             mine[start + row] = texts[row * n_samples : (row + 1) * n_samples]
-    if was_training:
-        model.train()
+    model.train(was_training)
+    D.reshard(model)
     merged: dict[int, list[str]] = {}
     for part in D.gather_objects(mine):
         merged.update(part)

@@ -22,8 +22,15 @@ planned as fp32: see ``MIXED_PRECISION_NOTE``)::
     optimizer   = 2 P_t b_t / S      (AdamW; SGD without momentum: 0)
     activations = L t a_layer b + t top b + 3 t V max(b, 4) + B T^2      (see activations())
     fsdp_gather = 2 max(root unit, 2 layers) b   (FSDP: unsharded parameters + their gradients)
+    autocast_copies = 2 (L' (layer - 2h) + V h)  (FSDP + bf16 autocast; L' = L, 1 checkpointed)
     step_temp   = P_t b_t / S        (foreach AdamW's sqrt(exp_avg_sq) temporary, at the step)
-    total       = weights + gradients + optimizer + max(activations + fsdp_gather, step_temp)
+    total       = weights + gradients + optimizer
+                  + max(activations + fsdp_gather + autocast_copies, step_temp)
+
+Unlearning is planned as training (FSDP shards it as it shards fine-tuning). Scoring and
+sampling under FSDP hold ``P b / N`` plus ``fsdp_gather = (root + 2 layers) b``: FSDP2 keeps the
+root unit (embeddings, final norm, LM head) gathered through a forward, and gathers the layers
+one at a time.
 
 Gradients count in full beside the activations because with ``grad_accum > 1`` (every shipped
 config) the earlier micro-batches' gradients are live while the next one runs its backward.
@@ -74,6 +81,14 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp64": 8}
 MIXED_PRECISION_NOTE = (
     "finetune.mixed_precision = 'bf16' is planned as fp32 (weights, gradients and AdamW state "
     "are fp32; measured mixed steps were within 15% of the fp32 plan, not derived separately)"
+)
+# Under FSDP the bf16 copies of the weights that autocast saves for backward are not sharded:
+# FSDP frees its gathered fp32 weights after each layer's forward, but not the copies (2 bytes
+# per linear weight of every layer, or of the one recomputed with checkpointing, and the LM
+# head; measured on two processes by tests/test_llm_fsdp.py). They are planned on their own.
+FSDP_MIXED_PRECISION_NOTE = (
+    "under FSDP, autocast's bf16 weight copies (held from forward to backward, not sharded) "
+    "are planned as autocast_copies"
 )
 
 
@@ -171,8 +186,10 @@ def train_memory(
     optimizer: str = "adamw",
     attention: str = "sdpa",
     foreach: bool = True,
+    mixed_precision: bool = False,
 ) -> dict[str, int]:
-    """Per-GPU bytes of one training setting (formulas in the module docstring)."""
+    """Per-GPU bytes of one training setting (formulas in the module docstring);
+    ``mixed_precision``: bf16 autocast (planned as fp32, plus ``autocast_copies`` under FSDP)."""
     shard = gpus if s.fsdp else 1
     total = param_count(card)
     if s.lora:
@@ -182,11 +199,15 @@ def train_memory(
         trainable, tb = total, b
         weights = total * b // shard
     states = 2 if optimizer == "adamw" else 0
-    gather = 0
+    gather = copies = 0
     if s.fsdp:
         head = 1 if card.tie_word_embeddings else 2
         root = head * card.vocab_size * card.hidden_size + card.hidden_size
         gather = 2 * max(root, 2 * layer_param_count(card)) * b
+    if s.fsdp and mixed_precision:
+        kept = 1 if s.checkpointing else card.num_hidden_layers
+        linear = layer_param_count(card) - 2 * card.hidden_size  # not the two norms
+        copies = 2 * (kept * linear + card.vocab_size * card.hidden_size)
     n_targets = sum(1 for t in targets if t.endswith("_proj")) if s.lora else 0
     act = activations(
         card,
@@ -207,10 +228,11 @@ def train_memory(
         "optimizer": states * trainable * tb // shard,
         "activations": act,
         "fsdp_gather": gather,
+        "autocast_copies": copies,
         "step_temp": step_temp,
     }
     parts["total"] = (
-        weights + parts["gradients"] + parts["optimizer"] + max(act + gather, step_temp)
+        weights + parts["gradients"] + parts["optimizer"] + max(act + gather + copies, step_temp)
     )
     return parts
 
@@ -277,9 +299,7 @@ def _advice(s: Setting, configured: Setting, accum: str) -> list[str]:
     return out or ["as configured"]
 
 
-def _train_phase(
-    cfg, card, where, batch, accum, rows_factor, gpus, gib, b, extra=None, can_shard=True
-) -> dict:
+def _train_phase(cfg, card, where, batch, accum, rows_factor, gpus, gib, b, extra=None) -> dict:
     """The configured setting's memory and the cheapest setting that fits (``where``: the
     config key whose value sets the micro-batch)."""
     try:
@@ -293,7 +313,7 @@ def _train_phase(
     configured = Setting(
         micro,
         cfg.finetune.gradient_checkpointing,
-        can_shard and cfg.distributed.strategy == "fsdp" and gpus > 1,
+        cfg.distributed.strategy == "fsdp" and gpus > 1,
         cfg.finetune.method == "lora",
     )
     kw = dict(
@@ -303,12 +323,13 @@ def _train_phase(
         rank=rank,
         targets=tuple(cfg.finetune.lora_targets),
         optimizer=cfg.finetune.optimizer,
+        mixed_precision=cfg.finetune.mixed_precision != "no",
     )
     options = []
     for m, ck, fs, lo in product(
         {micro, rows_factor},
         (False, True),
-        (False, gpus > 1 and can_shard),
+        (False, gpus > 1),
         {configured.lora, True},
     ):
         s = Setting(m, ck, fs, lo)
@@ -357,9 +378,10 @@ def _npo_reference(cfg, b):
     return extra
 
 
-def _inference_phase(kind, card, count, unit, gpus, gib, knob, fn) -> dict:
+def _inference_phase(kind, card, count, unit, gpus, gib, knob, fn, sharded=False) -> dict:
     """``count`` x ``unit`` rows (prompts x samples); if they do not fit, the largest ``count``
-    that does, else one row per call with the layers spread over the GPUs."""
+    that does, else one row per call with the layers spread over the GPUs (not under FSDP,
+    which the config does not combine with ``model.device = 'spread'``)."""
     parts = fn(count * unit)
     total = sum(parts.values())
     out = {
@@ -379,7 +401,7 @@ def _inference_phase(kind, card, count, unit, gpus, gib, knob, fn) -> dict:
             out["recommended_total"] = sum(fn(smaller * unit).values())
             return out
     spread = sum(fn(unit).values()) // gpus
-    if gpus > 1 and _fits(spread, gib):
+    if gpus > 1 and not sharded and _fits(spread, gib):
         out["recommended"] = [f"{knob} = 1", f"model.device = 'spread' over {gpus} GPUs"]
         out["recommended_total"] = spread
     else:
@@ -418,6 +440,14 @@ def plan(
     retain = 2 if any(m.retain_weight > 0 for m in un.methods) else 1
     ev, weights = cfg.eval, param_count(card) * b
     T = cfg.finetune.max_length
+    # FSDP shards scoring and sampling too: 1/N of the weights, plus the root (embeddings, final
+    # norm, LM head), which FSDP2 keeps gathered through a forward, and two gathered layers.
+    sharded = cfg.distributed.strategy == "fsdp" and gpus > 1
+    held = {"weights": weights}
+    if sharded:
+        root = (1 if card.tie_word_embeddings else 2) * card.vocab_size * card.hidden_size
+        gather = (root + card.hidden_size + 2 * layer_param_count(card)) * b
+        held = {"weights": weights // gpus, "fsdp_gather": gather}
     phases = {
         "finetune": _train_phase(
             cfg,
@@ -441,7 +471,6 @@ def plan(
             gpu_memory_gib,
             b,
             _npo_reference(cfg, b),
-            can_shard=False,  # llm.unlearn never shards: FSDP covers fine-tuning stages only
         ),
         "evaluate": _inference_phase(
             "scoring",
@@ -451,7 +480,8 @@ def plan(
             gpus,
             gpu_memory_gib,
             "eval.batch_size",
-            lambda r: inference_memory(card, r, T, b, weights),
+            lambda r: inference_memory(card, r, T, b, held["weights"]) | held,
+            sharded,
         ),
     }
     if ev.math_stage and ev.n_math > 0:
@@ -463,11 +493,17 @@ def plan(
             gpus,
             gpu_memory_gib,
             "eval.math_batch_size",
-            lambda r: generate_memory(card, r, prompt_tokens or T, ev.max_new_tokens, b, weights),
+            lambda r: (
+                generate_memory(card, r, prompt_tokens or T, ev.max_new_tokens, b, held["weights"])
+                | held
+            ),
+            sharded,
         )
     notes = []
     if cfg.finetune.mixed_precision != "no":
         notes.append(MIXED_PRECISION_NOTE)
+        if cfg.distributed.strategy == "fsdp" and gpus > 1:
+            notes.append(FSDP_MIXED_PRECISION_NOTE)
     return {
         "model": cfg.model.name,
         "source": source,

@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,9 @@ def evaluate_with_config(ws: Workspace, suite, model, math: bool, full: bool = T
 # its model scores every evaluated phrase as a uniform distribution over the vocabulary would.
 ZERO_GRADIENT = 1e-12
 UNIFORM_TOLERANCE = 1e-3
+# ... unless the loss vanished with it: NPO and SimNPO are bounded below by 0 and reach it once
+# log pi falls far enough (NPO: below the reference), so the gradient is ~0 by design.
+SATURATED_LOSS = 1e-6  # |loss| <= this x |first loss|
 
 
 def collapse_reason(records: list[dict], last_eval: dict, vocab_rows: int) -> str | None:
@@ -104,13 +108,20 @@ def collapse_reason(records: list[dict], last_eval: dict, vocab_rows: int) -> st
     two steps, or the last one of a two-step run), or the final evaluation scores every phrase
     as a uniform distribution over the vocabulary would. A gradient that is zero from the first
     step (a saturated objective, e.g. the paper's SimNPO on whole responses) leaves the model as
-    it was: that run did not forget, it did not collapse. ``records`` are the loop's per-step
-    records (``grad_norm``), ``last_eval`` the final evaluation, ``vocab_rows`` the output size.
+    it was: that run did not forget, it did not collapse. Nor did one whose loss vanished with
+    its gradient (NPO once log pi is far below the reference): the objective is met.
+    ``records`` are the loop's per-step records (``grad_norm``, ``loss``), ``last_eval`` the
+    final evaluation, ``vocab_rows`` the output size.
     """
-    norms = [r["grad_norm"] for r in records if "grad_norm" in r]
+    stepped = [r for r in records if "grad_norm" in r]
+    norms = [r["grad_norm"] for r in stepped]
     moved = [i for i, g in enumerate(norms) if g > ZERO_GRADIENT]
     tail = len(norms) - 1 - moved[-1] if moved else 0
-    if moved and tail >= min(2, len(norms) - 1) and tail > 0:
+    losses = [abs(r["loss"]) for r in stepped if "loss" in r]
+    saturated = (
+        len(losses) == len(stepped) and tail > 0 and losses[-tail] <= SATURATED_LOSS * losses[0]
+    )
+    if moved and tail >= min(2, len(norms) - 1) and tail > 0 and not saturated:
         first = records[len(norms) - tail]["step"]
         return f"zero gradient from step {first} to the end (step {records[-1]['step']})"
     if vocab_rows > 1:
@@ -122,6 +133,11 @@ def collapse_reason(records: list[dict], last_eval: dict, vocab_rows: int) -> st
                 "at the last evaluation"
             )
     return None
+
+
+def _sharded(ws: Workspace) -> bool:
+    """Whether this run shards its models with FSDP (``strategy = "fsdp"``, several processes)."""
+    return ws.cfg.distributed.strategy == "fsdp" and D.current().world_size > 1
 
 
 def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method) -> dict:
@@ -158,7 +174,7 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
     retain = []
     if method.retain_weight > 0:
         retain = ws.tokenized(method.retain_stage)
-    model = load_model(ws, model_dir)
+    model = load_model(ws, model_dir, on_cpu=_sharded(ws))  # FSDP moves the shards itself
     started = time.time()
     status: dict[str, Any] = {"path": path_name, "method": method.name}
     try:
@@ -177,6 +193,7 @@ def run_unlearning(ws: Workspace, suite, path_name: str, model_dir: Path, method
             evaluator=evaluator,
             progress=ws.progress,
             tensorboard=run.tensorboard if ws.tensorboard else None,
+            strategy=cfg.distributed.strategy,
         )
         reason = collapse_reason(records, last_eval, ws.vocab_rows)
         status["status"] = "collapsed" if reason else "done"
@@ -197,7 +214,9 @@ def evaluate_retrain(ws: Workspace, suite, model_dir: Path) -> dict:
     layout = ws.layout
     if layout.retrain_metrics.exists():
         return json.loads(layout.retrain_metrics.read_text())
-    model = load_model(ws, model_dir)
+    model = load_model(ws, model_dir, on_cpu=_sharded(ws))
+    if _sharded(ws):  # scored and sampled sharded, as the unlearned models are
+        model = D.shard_model(model, D.current())
     summary, values, pred = evaluate_with_config(ws, suite, model, math=True)
     save_pred(layout.retrain_pred, pred)
     result = {"model": str(model_dir), "summary": summary, "per_example": values}
@@ -215,13 +234,15 @@ class ProtocolResult:
     statuses: list[dict]
 
 
-def failed_path_statuses(ws: Workspace, path: str, message: str) -> list[dict]:
-    """Statuses of every method of a path whose stages could not be trained."""
+def failed_path_statuses(
+    ws: Workspace, path: str, message: str, methods: Sequence[str] | None = None
+) -> list[dict]:
+    """Statuses of every method (or of ``methods``) of a path whose stages could not be trained."""
     statuses = []
-    for method in ws.cfg.unlearn.methods:
-        status = {"path": path, "method": method.name, "status": "non-finite", "message": message}
+    for name in methods if methods is not None else [m.name for m in ws.cfg.unlearn.methods]:
+        status = {"path": path, "method": name, "status": "non-finite", "message": message}
         if D.current().is_main:
-            atomic_write_json(ws.layout.run(path, method.name).status, status)
+            atomic_write_json(ws.layout.run(path, name).status, status)
         statuses.append(status)
     return statuses
 

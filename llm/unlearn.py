@@ -35,6 +35,8 @@ from llm.batches import (
     labelled_tokens,
     micro_batches,
     model_device,
+    score_shards,
+    zero_loss,
 )
 from llm.config import FinetuneConfig, MethodConfig, UnlearnConfig
 from llm.loop import LoopSettings, run_loop
@@ -62,21 +64,20 @@ class UnlearnMicro:
 @torch.no_grad()
 def reference_logprobs(model, examples: Sequence[Any], pad_token_id: int, batch_size: int = 16):
     """Summed log pi_ref(y|x) of every example, (N,) float64; under ``disable_adapter`` when the
-    model is a peft model (the reference is the model before unlearning)."""
+    model is a peft model (the reference is the model before unlearning). Each process scores
+    its share and the values are gathered (:func:`llm.batches.score_shards`)."""
     import contextlib
 
     ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
-    was_training = model.training
-    model.eval()
-    out = []
     with ctx:
-        for i in range(0, len(examples), batch_size):
-            batch = collate_to(examples[i : i + batch_size], pad_token_id, model_device(model))
-            logp, _ = forward_logprobs(model, batch)
-            out.append(logp.double().cpu())
-    if was_training:
-        model.train()
-    return torch.cat(out)
+        out = score_shards(
+            model,
+            examples,
+            pad_token_id,
+            batch_size,
+            lambda m, batch: forward_logprobs(m, batch)[0].double().cpu().tolist(),
+        )
+    return torch.tensor(out, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -85,16 +86,14 @@ def simnpo_weight(model, examples: Sequence[Any], method: MethodConfig, pad_toke
     GA's gradient of each sequence (d L / d r = 2 sigmoid(beta r + margin), r = log pi(y|x), per
     token when ``length_normalize``). Near 0 the objective is saturated and cannot forget: the
     paper's form (r = log pi of a whole response) on a model that holds S_U."""
-    was_training = model.training
-    model.eval()
-    weights = []
-    for i in range(0, len(examples), 16):
-        batch = collate_to(examples[i : i + 16], pad_token_id, model_device(model))
-        logp, n = forward_logprobs(model, batch)
+
+    def weights(m, batch) -> list[float]:
+        logp, n = forward_logprobs(m, batch)
         r = logp / n.clamp_min(1.0) if method.length_normalize else logp
-        weights.append(torch.sigmoid(method.beta * r.double() + method.margin).cpu())
-    model.train(was_training)
-    return float(torch.cat(weights).mean())
+        return torch.sigmoid(method.beta * r.double() + method.margin).cpu().tolist()
+
+    out = score_shards(model, examples, pad_token_id, 16, weights)
+    return float(torch.tensor(out, dtype=torch.float64).mean())
 
 
 @dataclass
@@ -141,9 +140,15 @@ class UnlearnObjective:
         m = self.method
         stats: dict[str, float] = {}
         forget = retain = None
+        # FSDP: each forward is a collective, so a process whose share of one part is empty runs
+        # a zero-weighted forward in its place (the same forwards, in order, on every process).
+        idle = zero_loss if D.is_fsdp(model) else None
+        pads = []
         if micro.forget:
             forget = self.forget_loss(model, micro.forget, totals)
             stats["forget_loss"] = float(forget.detach())
+        elif idle is not None:
+            pads.append(idle(model, model_device(model)))
         if micro.retain and m.retain_weight > 0:
             batch = collate_to(
                 [self.retain[i] for i in micro.retain], self.pad_token_id, model_device(model)
@@ -153,9 +158,20 @@ class UnlearnObjective:
                 obj.SequenceScores(logp, n, total_tokens=totals[2].clamp_min(1.0))
             )
             stats["retain_loss"] = float(retain.detach())
+        elif idle is not None and m.retain_weight > 0:
+            pads.append(idle(model, model_device(model)))
+        if forget is None and retain is None:
+            return sum(pads), stats  # FSDP: an empty micro-batch (see idle_loss)
         if forget is None:
-            return m.retain_weight * retain, stats
-        return obj.combine(forget, retain, m.forget_weight, m.retain_weight), stats
+            loss = m.retain_weight * retain
+        else:
+            loss = obj.combine(forget, retain, m.forget_weight, m.retain_weight)
+        return (loss + sum(pads) if pads else loss), stats
+
+    def idle_loss(self, model, device: torch.device) -> torch.Tensor:
+        """The forwards of an empty micro-batch under FSDP, weighted zero: one per part (forget,
+        and retain when it is weighted), as a process with data runs them."""
+        return self.loss(model, UnlearnMicro([], []), torch.ones(3, device=device))[0]
 
 
 def unlearn_steps(
@@ -250,8 +266,13 @@ def unlearn(
     evaluator: Callable[[torch.nn.Module, int, bool], dict] | None = None,
     progress: bool = True,
     tensorboard: str | Path | None = None,
+    strategy: str = "ddp",
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Unlearn ``forget`` (tokenized examples) from ``model`` with ``method``.
+
+    ``strategy="fsdp"`` (full fine-tuning only) shards the model with FSDP2 before anything runs
+    on it when there are several processes (NPO's precomputed reference, the evaluations, the
+    optimizer), as :func:`llm.train.train_stage` does; the returned model is then sharded.
 
     ``tensorboard``: a folder that also gets every record's numbers as TensorBoard scalars
     (:mod:`llm.tracking`).
@@ -261,6 +282,10 @@ def unlearn(
     called on every process). Returns
     the model (still carrying its adapter) and the per-step records.
     """
+    if strategy not in ("ddp", "fsdp"):
+        raise ValueError(f"unknown distributed strategy {strategy!r} (ddp | fsdp)")
+    if strategy == "fsdp" and lora is not None:
+        raise ValueError("FSDP supports full fine-tuning only (lora=None); use strategy='ddp'")
     if ft.gradient_checkpointing:
         enable_checkpointing(model)
     if lora is not None:
@@ -268,6 +293,8 @@ def unlearn(
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+        if strategy == "fsdp":
+            model = D.shard_model(model, D.current())
     ref_logp = None
     if method.objective == "npo":
         if method.reference == "precomputed" or lora is None:

@@ -74,6 +74,8 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
                 "label_drop": float(first["label"] - last["label"]),
                 "label_curve": [[int(r["step"]), float(r["label"])] for r in recs],
             }
+            if "simnpo_weight" in first:  # SimNPO's sigmoid at step 0: saturated near 0
+                row["simnpo_weight"] = float(first["simnpo_weight"])
             for key in UTILITY_LOGLIKS:
                 if key in first:
                     row[f"{key}_loss"] = float(abs(last[key] - first[key]))

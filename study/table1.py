@@ -32,7 +32,14 @@ from study.verdicts import t_interval
 
 SOURCE = "Yu et al. 2025, Table 1, after one epoch of unlearning"
 PATHS = ("p1", "p2", "p3", "p4")
-METHODS = {"ga": "GA", "npo": "NPO", "simnpo": "SimNPO"}
+# toy method -> (title, the paper's column it stands beside); the paper ran SimNPO in its
+# simplified form (r = log pi of a response), the toy also in the SimNPO authors' form
+METHODS = {
+    "ga": ("GA", "ga"),
+    "npo": ("NPO", "npo"),
+    "simnpo": ("SimNPO", "simnpo"),
+    "simnpo_authors": ("SimNPO (authors' form)", "simnpo"),
+}
 # toy column of llm.report.table1 -> (title, the paper's pattern)
 SCORES = {
     "forget_score": ("Forget score ↑", "least forgetting at p4"),
@@ -120,11 +127,12 @@ def beside_paper(
     if model is None:
         return None
     per_seed = [{(r["path"], r["method"]): r for r in table1(f)} for f in folders]
+    methods = [m for m in METHODS if any((p, m) in rows for rows in per_seed for p in PATHS)]
     scores: dict[str, Any] = {}
     for score in SCORES:
         columns = {}
-        for method in METHODS:
-            paper = dict(zip(PATHS, PAPER[model][score][method], strict=True))
+        for method in methods:
+            paper = dict(zip(PATHS, PAPER[model][score][METHODS[method][1]], strict=True))
             seeds = [
                 {p: rows[(p, method)][score] for p in PATHS if score in rows.get((p, method), {})}
                 for rows in per_seed
@@ -149,6 +157,7 @@ def beside_paper(
         scores[score] = columns
     return {
         "paper_model": model,
+        "methods": methods,
         "source": SOURCE,
         "scores": scores,
         "inert": sorted(inert),
@@ -168,7 +177,8 @@ def render_section(arch: str, t: dict[str, Any]) -> list[str]:
     """Markdown lines: the three blocks in the paper's layout, toy beside paper, and one line
     per column on the paper's pattern."""
     model = t["paper_model"]
-    head = " | ".join(f"{name} toy | {name} {model}" for name in METHODS.values())
+    methods = t.get("methods", [m for m in METHODS if m in t["scores"]["forget_score"]])
+    head = " | ".join(f"{METHODS[m][0]} toy | {METHODS[m][0]} {model}" for m in methods)
     L = [
         f"### Table 1 beside the paper ({model})",
         "",
@@ -178,15 +188,15 @@ def render_section(arch: str, t: dict[str, Any]) -> list[str]:
     ]
     for score, (title, pattern) in SCORES.items():
         cols = t["scores"][score]
-        L += [f"**{title}**", "", f"| path | {head} |", "|---|" + "---|" * 2 * len(METHODS)]
+        L += [f"**{title}**", "", f"| path | {head} |", "|---|" + "---|" * 2 * len(methods)]
         for p in PATHS:
             cells = []
-            for m in METHODS:
+            for m in methods:
                 cells += [_cell(cols[m].get("toy", {}).get(p)), f"{cols[m]['paper'][p]:.3f}"]
             L.append(f"| {p} | " + " | ".join(cells) + " |")
         L += ["", f"Pattern: {pattern}."]
-        for m, name in METHODS.items():
-            c = cols[m]
+        for m in methods:
+            name, c = METHODS[m][0], cols[m]
             if "toy" not in c:
                 L.append(f"- {name}: paper {_yes_no(c['paper_shows'])}; toy: no complete seed.")
                 continue

@@ -96,6 +96,29 @@ def failed_methods(seed_numbers: list[dict[str, Any]]) -> dict[str, str]:
     return out
 
 
+def forgetting(
+    seed_numbers: list[dict[str, Any]], methods: list[str], th: Thresholds
+) -> dict[str, Any]:
+    """Per method: the paths on which it forgets (seed-mean label drop >= ``min_forgetting``)
+    and, for SimNPO, the mean over paths and seeds of its sigmoid at step 0, the factor on GA's
+    gradient that says why a saturated form cannot forget."""
+    out = {}
+    for m in methods:
+        runs = [s["methods_data"][m]["paths"] for s in seed_numbers]
+        per_path = {
+            p: float(np.mean([r[p]["label_drop"] for r in runs])) for p in seed_numbers[0]["paths"]
+        }
+        weights = [
+            row["simnpo_weight"] for r in runs for row in r.values() if "simnpo_weight" in row
+        ]
+        out[m] = {
+            "paths": sorted(p for p, d in per_path.items() if d >= th.min_forgetting),
+            "of": len(per_path),
+            "simnpo_weight": float(np.mean(weights)) if weights else None,
+        }
+    return out
+
+
 def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, Any]:
     """The paper's findings on one architecture, each with its numbers and a computed verdict."""
     first = seed_numbers[0]
@@ -115,6 +138,7 @@ def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, An
     ]
     active = [m for m in methods if m not in inert]
     out["inert_methods"] = inert
+    out["forgetting"] = forgetting(seed_numbers, methods, th)
 
     # 1. Divergence between paths during unlearning: mean pairwise RE distance, last vs first.
     div = {}

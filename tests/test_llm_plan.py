@@ -16,6 +16,7 @@ import torch
 from llm.arch_cards import (
     CARDS,
     card_to_hf_config,
+    layer_param_count,
     lora_params,
     param_count,
     read_card,
@@ -268,6 +269,27 @@ def test_full_finetuning_needs_fsdp(capsys) -> None:
     assert one["weights"] + one["gradients"] + one["optimizer"] == 16 * PUBLIC_COUNTS["llama3.1-8b"]
 
 
+def test_fsdp_shards_unlearning_scoring_and_sampling() -> None:
+    """Under FSDP unlearning is planned sharded like fine-tuning, and scoring and sampling hold
+    1/N of the weights plus the root unit (kept gathered through a forward) and two layers."""
+    config = str(CONFIG_DIR / "llama3.1-8b.toml")
+    full = ["finetune.method=full"]
+    fsdp = plan(load_config(config, [*full, "distributed.strategy=fsdp"]), 8, 80.0)["phases"]
+    ddp = plan(load_config(config, full), 8, 80.0)["phases"]
+    card, n = CARDS["llama3.1-8b"], PUBLIC_COUNTS["llama3.1-8b"]
+    assert fsdp["unlearn"]["weights"] == fsdp["finetune"]["weights"] == 4 * n // 8
+    assert fsdp["unlearn"]["fsdp_gather"] > 0 and fsdp["unlearn"]["fits"]
+    assert ddp["unlearn"]["weights"] == 4 * n and not ddp["unlearn"]["fits"]
+    assert any("fsdp" in r for r in ddp["unlearn"]["recommended"])  # now an option
+    assert not card.tie_word_embeddings
+    gather = 4 * (2 * card.vocab_size * card.hidden_size + card.hidden_size)
+    gather += 4 * 2 * layer_param_count(card)
+    for phase in ("evaluate", "generate"):
+        assert fsdp[phase]["weights"] == 4 * n // 8 and fsdp[phase]["fsdp_gather"] == gather
+        assert "fsdp_gather" not in ddp[phase] and ddp[phase]["weights"] == 4 * n
+        assert fsdp[phase]["total"] == ddp[phase]["total"] - 4 * n + 4 * n // 8 + gather
+
+
 def test_configured_checkpointing_is_the_planned_setting() -> None:
     """finetune.gradient_checkpointing = true is what the plan measures and advises."""
     config = str(CONFIG_DIR / "qwen2.5-14b.toml")
@@ -294,6 +316,28 @@ def test_mixed_precision_config_plans_as_fp32_with_a_note(capsys) -> None:
     assert mixed["mixed_precision"] == "bf16" and "within 15%" in mixed["notes"][0]
     assert main(["plan", "--config", config, "--set", "finetune.mixed_precision=bf16"]) == 0
     assert "note: finetune.mixed_precision = 'bf16' is planned as fp32" in capsys.readouterr().out
+
+
+def test_mixed_precision_under_fsdp_adds_the_unsharded_autocast_copies(capsys) -> None:
+    """Under FSDP autocast's bf16 weight copies are not sharded (measured on two processes by
+    tests/test_llm_fsdp.py): 2 bytes per linear weight of every layer and of the LM head."""
+    config = str(CONFIG_DIR / "llama3.1-8b.toml")
+    sets = ["finetune.method=full", "distributed.strategy=fsdp"]
+    fp32 = plan(load_config(config, sets), 8, 80.0)
+    mixed = plan(load_config(config, [*sets, "finetune.mixed_precision=bf16"]), 8, 80.0)
+    card = CARDS["llama3.1-8b"]
+    linear = layer_param_count(card) - 2 * card.hidden_size
+    copies = 2 * (card.num_hidden_layers * linear + card.vocab_size * card.hidden_size)
+    for phase in ("finetune", "unlearn"):
+        assert fp32["phases"][phase]["autocast_copies"] == 0
+        assert mixed["phases"][phase]["autocast_copies"] == copies
+        assert mixed["phases"][phase]["total"] == fp32["phases"][phase]["total"] + copies
+    ft = mixed["phases"]["finetune"]  # as much as the sharded weights, gradients, AdamW state
+    assert copies > 0.9 * (ft["weights"] + ft["gradients"] + ft["optimizer"])
+    assert len(mixed["notes"]) == 2 and "autocast_copies" in mixed["notes"][1]
+    args = ["plan", "--config", config, "--gpus", "8", *(f"--set={x}" for x in sets)]
+    assert main([*args, "--set", "finetune.mixed_precision=bf16"]) == 0
+    assert "autocast_copies" in capsys.readouterr().out
 
 
 def _bad(tmp_path: Path, capsys, args: list[str]) -> str:

@@ -241,6 +241,12 @@ def test_collapse_is_recognised():
         records[:2], {"label": uniform, "tofu": uniform + 1e-4}, 100
     )
     assert P.collapse_reason(records[:2], {"label": uniform, "tofu": -2.0}, 100) is None
+    # NPO met its objective: the loss vanished with the gradient (saturation, not collapse) ...
+    npo = [{**r, "loss": v} for r, v in zip(records, (2.77, 1e-6, 1e-9, 1e-12), strict=True)]
+    assert P.collapse_reason(npo, {}, 100) is None
+    # ... but a gradient that vanishes while the loss stays is a collapse
+    stuck = [{**r, "loss": v} for r, v in zip(records, (2.77, 1.0, 0.9, 0.9), strict=True)]
+    assert "zero gradient from step 3" in P.collapse_reason(stuck, {}, 100)
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from study import verdicts as V
 from study.cli import main as study_main
 from study.config import StudyConfig, StudyError, Thresholds
 from study.job import run_study
-from study.render import render_report
+from study.render import forgetting_lines, render_report
 from study.text import ci_text, fmt
 
 TH = Thresholds()
@@ -285,8 +285,15 @@ def test_findings_verdicts_and_inert_methods() -> None:
             "simnpo": _method_rows({p: 0.0 for p in paths}, (1.0, 1.0)),
         },
     }
+    for row in seed["methods_data"]["simnpo"]["paths"].values():
+        row["simnpo_weight"] = 2e-40  # the paper's form, saturated
     f = V.findings([seed], TH)
     assert f["inert_methods"] == ["simnpo"]
+    assert f["forgetting"]["ga"] == {"paths": paths, "of": 4, "simnpo_weight": None}
+    assert f["forgetting"]["simnpo"] == {"paths": [], "of": 4, "simnpo_weight": 2e-40}
+    lines = "\n".join(forgetting_lines(f, TH))
+    assert "ga on 4 of 4 paths; simnpo on 0 of 4 paths (σ(β r + γ) at step 0: 2e-40)" in lines
+    assert "did not forget on any path" in lines and "whole response" in lines
     assert f["divergence"]["reproduced"]  # ga grows; simnpo (flat) is not judged
     assert f["recency"]["methods"]["ga"]["slowest"] == "p4"
     assert f["recency"]["judged_cells"] == 1 and f["recency"]["reproduced"]
@@ -517,7 +524,7 @@ def test_table1_beside_the_paper_equals_the_protocol_tables(quick_job) -> None:
     import csv
     import io
 
-    from study.table1 import PAPER
+    from study.table1 import METHODS, PAPER
 
     out, metrics = quick_job
     text = (out / "report.md").read_text()
@@ -528,12 +535,13 @@ def test_table1_beside_the_paper_equals_the_protocol_tables(quick_job) -> None:
         table = (out / "llm" / arch / "seed0/report/table1.csv").read_text()
         rows = list(csv.DictReader(io.StringIO(table)))
         for row in rows:
-            if row["method"] not in ("ga", "npo", "simnpo"):
+            if row["method"] not in METHODS:
                 continue
             for score in ("forget_score", "tofu_utility"):
                 column = t["scores"][score][row["method"]]
                 assert column["toy"][row["path"]]["mean"] == pytest.approx(float(row[score]))
-                paper = PAPER[model][score][row["method"]][int(row["path"][1]) - 1]
+                column_of = METHODS[row["method"]][1]  # the paper's column beside it
+                paper = PAPER[model][score][column_of][int(row["path"][1]) - 1]
                 assert column["paper"][row["path"]] == paper
         for method in t["inert"]:
             assert method in metrics["llm"][arch]["findings"]["inert_methods"]
