@@ -73,7 +73,10 @@ class Thresholds:
         "Table 1: GSM8K degradation differs by > 20% across paths)",
     )
     deep_ratio: float = _o(
-        0.5, "R/C/U: forgetting is deep on an order when C falls by >= this x the fall of U"
+        0.5,
+        "R/C/U: forgetting is deep on an order when C's fall lies at least this far from R's fall "
+        "(0) towards U's fall (1); classifies the six panels of the paper's Figure 4 as the paper "
+        "does",
     )
     min_math_accuracy: float = _o(
         0.1,

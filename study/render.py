@@ -308,13 +308,13 @@ def render_report(metrics: dict[str, Any]) -> str:
                 "",
                 f"GA ({r['method']}) on U after each order; drops of the log-prob per token:",
                 "",
-                "| order | R drop | C drop | U drop | C/U | kind |",
+                "| order | R drop | C drop | U drop | C's position | kind |",
                 "|---|---|---|---|---|---|",
             ]
             for p, v in r["orders"].items():
                 L.append(
                     f"| {p} | {ci_text(v['drops']['R'])} | {ci_text(v['drops']['C'])} | "
-                    f"{ci_text(v['drops']['U'])} | {fmt(v['c_over_u'])} | {v['kind']} |"
+                    f"{ci_text(v['drops']['U'])} | {fmt(v['c_position'])} | {v['kind']} |"
                 )
             L += ["", f"Criterion: {r['criterion']}. {_verdict(r['reproduced'])}.", ""]
         rd = fd["retrain_distance"]

@@ -260,6 +260,19 @@ def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, An
     return out
 
 
+def depth_position(drop_r: float, drop_c: float, drop_u: float) -> float:
+    """Where C's fall lies between R's fall (0) and U's fall (1): (ΔC − ΔR) / (ΔU − ΔR).
+
+    The paper calls forgetting deep when C "falls in tandem with U" and superficial when it
+    does not (Sec. 4.3), and in its Figure 4 R falls too (by 85–230 nats over 20 GA epochs), so
+    C is judged against both: near 0 it stayed with the refusal, near 1 it went with U. NaN when
+    U fell no more than R (GA did not single U out).
+    """
+    if not drop_u > drop_r:
+        return float("nan")
+    return (drop_c - drop_r) / (drop_u - drop_r)
+
+
 def rcu_findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, Any]:
     """Superficial vs deep forgetting (Sec. 4.3): per order, drops of R, C and U under GA on U."""
     first = seed_numbers[0]
@@ -273,20 +286,20 @@ def rcu_findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str
             k: _ci([s["methods_data"][m]["paths"][p][f"rcu_{k}_drop"] for s in seed_numbers])
             for k in "RCU"
         }
-        u = drops["U"]["mean"]
-        ratio = drops["C"]["mean"] / u if u > 0 else float("nan")
+        position = depth_position(*(drops[k]["mean"] for k in "RCU"))
         rows[p] = {
             "drops": drops,
-            "c_over_u": ratio,
-            "kind": "deep" if u > 0 and ratio >= th.deep_ratio else "superficial",
+            "c_position": position,
+            "kind": "deep" if position >= th.deep_ratio else "superficial",  # NaN: superficial
         }
     kinds = {r["kind"] for r in rows.values()}
     return {
         "method": m,
         "orders": rows,
         "reproduced": len(kinds) == 2,
-        "criterion": f"deep = C falls by >= {th.deep_ratio:g} x the fall of U; reproduced when the "
-        "six orders do not all forget the same way (the paper: depth depends on the order)",
+        "criterion": f"C's position = (ΔC − ΔR)/(ΔU − ΔR), 0 = C fell as R did, 1 = as U did; "
+        f"deep when >= {th.deep_ratio:g}; reproduced when the six orders do not all forget the "
+        "same way (the paper: depth depends on the order)",
     }
 
 

@@ -332,6 +332,46 @@ def test_utility_losses_below_the_floor_are_not_a_finding() -> None:
     assert tofu["measurable"] and tofu["reproduced"]
 
 
+# The paper's Figure 4 (Llama-3.2-3B, 20 GA epochs on U): log-probs of whole responses at the
+# last epoch, read off the plots (all start near 0, so each is minus the fall), and the paper's
+# own classification of each panel (Sec. 4.3: theta3 and theta4 deep, the others superficial).
+PAPER_FIG4 = {  # order: (R, C, U) at epoch 20, deep?
+    "R->C->U": ((-85, -110, -320), False),
+    "C->R->U": ((-175, -180, -310), False),
+    "U->C->R": ((-230, -450, -370), True),
+    "U->R->C": ((-190, -350, -350), True),
+    "R->U->C": ((-110, -170, -300), False),
+    "C->U->R": ((-140, -180, -310), False),
+}
+
+
+def _rcu_seed(levels: dict[str, tuple[float, float, float]]) -> dict:
+    rows = {
+        order: {f"rcu_{k}_drop": -v for k, v in zip("RCU", end, strict=True)}
+        for order, end in levels.items()
+    }
+    return {"paths": list(levels), "methods": ["ga"], "methods_data": {"ga": {"paths": rows}}}
+
+
+def test_rcu_criterion_classifies_the_papers_figure_4_as_the_paper_does() -> None:
+    found = V.rcu_findings([_rcu_seed({k: v for k, (v, _) in PAPER_FIG4.items()})], TH)
+    assert {k: r["kind"] == "deep" for k, r in found["orders"].items()} == {
+        k: deep for k, (_, deep) in PAPER_FIG4.items()
+    }
+    assert found["reproduced"]
+    # by hand: theta5 R->U->C, C at (170 - 110) / (300 - 110) of the way from R's fall to U's
+    assert found["orders"]["R->U->C"]["c_position"] == pytest.approx(60 / 190)
+    # "C falls by >= half of U's fall", the criterion before R was counted, calls theta2,
+    # theta5 and theta6 deep, against the paper
+    for order in ("C->R->U", "R->U->C", "C->U->R"):
+        (_, c, u), deep = PAPER_FIG4[order]
+        assert c / u >= 0.5 and not deep
+    # U falling no more than R singles nothing out: superficial, position NaN
+    flat = V.rcu_findings([_rcu_seed({"a": (-5, -1, -5), "b": (-1, -9, -10)})], TH)["orders"]
+    assert math.isnan(flat["a"]["c_position"]) and flat["a"]["kind"] == "superficial"
+    assert flat["b"]["kind"] == "deep"
+
+
 def test_config_is_saved_and_a_job_repeats_from_it(quick_job, tmp_path: Path) -> None:
     """OUT/config.toml reads back to the config that ran; `--config` of it (report only, in a
     copy of the folder) gives the same numbers; another config is refused in that folder."""
