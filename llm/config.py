@@ -197,9 +197,9 @@ class UnlearnConfig:
     math_every: int = _f(0, "evaluate math every this many steps; 0 = start and end only")
     full_eval_every: int = _f(
         1,
-        "score every group (phrases, TOFU, math log-lik, R/C/U) at every this many evaluated "
-        "steps; 0 = at the start and the end only, the evaluations between score the label and "
-        "Pred (the per-step curves and RE distances) and nothing else",
+        "score every group (phrases, TOFU, math log-lik) at every this many evaluated steps; "
+        "0 = at the start and the end only, the evaluations between score what the per-step "
+        "curves need (the label, R/C/U) and Pred, and nothing else",
     )
     methods: tuple[MethodConfig, ...] = _f(
         (MethodConfig(),), "the unlearning methods, each run on every path"

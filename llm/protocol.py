@@ -68,9 +68,14 @@ def build_eval_suite(ws: Workspace):
     )
 
 
+# What a light evaluation (between full ones, unlearn.full_eval_every) scores besides Pred: the
+# groups whose per-step curves the reports draw (Figure 1's label, Figure 4's R, C and U).
+CURVE_GROUPS = ("label", "rcu_R", "rcu_C", "rcu_U")
+
+
 def evaluate_with_config(ws: Workspace, suite, model, math: bool, full: bool = True):
     """Score ``model`` on ``suite`` with the run's [eval] settings: (summary, per_example, pred);
-    not ``full``: the label and Pred only."""
+    not ``full``: Pred and :data:`CURVE_GROUPS` only."""
     from llm.batches import stable_seed
     from llm.evaluate import evaluate_model
 
@@ -88,7 +93,7 @@ def evaluate_with_config(ws: Workspace, suite, model, math: bool, full: bool = T
         top_p=ev.top_p,
         seed=stable_seed(ws.cfg.seed, "math-eval"),
         pad_token_id=ws.pad_id,
-        groups=None if full else ("label",),
+        groups=None if full else CURVE_GROUPS,
     )
 
 

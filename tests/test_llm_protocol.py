@@ -103,7 +103,8 @@ def test_protocol_end_to_end_with_shared_prefixes_and_resume(tiny_models_dir, tm
 
 
 def test_light_evaluations_between_the_full_ones(tiny_models_dir, tmp_path):
-    """full_eval_every = 0: every group at step 0 and at the end, the label (and Pred) between."""
+    """full_eval_every = 0: every group at step 0 and at the end; between, what the per-step
+    curves need (the label, R/C/U) and Pred."""
     raw = json.loads(json.dumps(TINY))
     raw["unlearn"] |= {"full_eval_every": 0, "eval_every": 1, "methods": [{"name": "ga"}]}
     raw["paths"]["positions"] = [3]
@@ -117,6 +118,7 @@ def test_light_evaluations_between_the_full_ones(tiny_models_dir, tmp_path):
     for x in evaluated:
         full = x["step"] in (0, 4)
         assert ("phrases" in x) == full and ("tofu" in x) == full, x["step"]
+        assert {"rcu_R", "rcu_C", "rcu_U"} <= set(x), x["step"]
     assert sorted(int(f.stem[5:]) for f in (tmp_path / "runs/p3/ga/pred").glob("*.npy")) == [
         0, 1, 2, 3, 4
     ]  # fmt: skip
