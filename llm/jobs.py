@@ -232,6 +232,7 @@ def run_protocol_jobs(
         evaluate_retrain,
         failed_path_statuses,
         finish_protocol,
+        retrain_status,
         write_eval_suite,
     )
     from llm.workspace import protocol_session
@@ -266,12 +267,12 @@ def run_protocol_jobs(
             statuses += run_wave(executor, unlearn_job, calls, workers)
         if "error" in trained[retrain]:
             message = f"training {'-'.join(retrain)}: {trained[retrain]['error']}"
-            statuses.append({"path": "retrain", "status": "non-finite", "message": message})
+            statuses.append(retrain_status(message))
         else:
             try:
                 evaluate_retrain(ws, ws.suite, Path(trained[retrain]["model"]))
             except NonFiniteError as err:
-                statuses.append({"path": "retrain", "status": "non-finite", "message": str(err)})
+                statuses.append(retrain_status(str(err)))
         finish_protocol(ws, sequences, retrain)
         done = [tuple(p) for r in trained.values() for p in r.get("trained", [])]
         return ProtocolResult(ws.layout.root, sequences, list(dict.fromkeys(done)), statuses)

@@ -252,6 +252,11 @@ def failed_path_statuses(
     return statuses
 
 
+def retrain_status(message: str) -> dict:
+    """The status of a retrain baseline that turned non-finite (training it, or scoring it)."""
+    return {"path": "retrain", "status": "non-finite", "message": message}
+
+
 def run_protocol(
     cfg: RunConfig, out: str | Path, progress: bool = True, tensorboard: bool = False
 ) -> ProtocolResult:
@@ -282,9 +287,14 @@ def run_protocol(
             bar.set_postfix(path=name, method=method.name)
             statuses.append(run_unlearning(ws, suite, name, model_dir, method))
         try:
-            evaluate_retrain(ws, suite, ensure_prefix(ws, retrain))
+            retrain_dir = ensure_prefix(ws, retrain)
         except NonFiniteError as err:
-            statuses.append({"path": "retrain", "status": "non-finite", "message": str(err)})
+            statuses.append(retrain_status(f"training {'-'.join(retrain)}: {err}"))
+        else:
+            try:
+                evaluate_retrain(ws, suite, retrain_dir)
+            except NonFiniteError as err:
+                statuses.append(retrain_status(str(err)))
         finish_protocol(ws, sequences, retrain)
         return ProtocolResult(ws.layout.root, sequences, list(ws.trained), statuses)
 
