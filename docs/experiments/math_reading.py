@@ -6,7 +6,8 @@ flag), trains it through the demo's four stage settings along the paper's four p
 unlearns S_U from each path with GA, NPO and SimNPO (the authors' form) as the demo does. Prints
 and saves (``results.json``) the math accuracy on 24 held-out S_math problems after every stage
 and after unlearning: 5 samples at T = 1 through the paper's prompt (App. F), and (after the
-stages) greedy on the plain question.
+stages) greedy on the plain question; and S_U's per-token NLL before and after unlearning. The
+held-out problems are kept out of pre-training and of the S_math stage.
 
     python docs/experiments/math_reading.py --arch llama --steps 2000 --out /tmp/reading-llama
 
@@ -119,12 +120,18 @@ def _repeat_doc(rng: random.Random) -> str:
     return f"{phrase}. {phrase}."
 
 
-def pretraining_corpus(tok, args) -> list[str]:
+def _without(examples: list[ChatExample], held_out: list[ChatExample]) -> list[ChatExample]:
+    """``examples`` less those asking a held-out question (the problem space is small)."""
+    asked = {ex.messages[0].content for ex in held_out}
+    return [ex for ex in examples if ex.messages[0].content not in asked]
+
+
+def pretraining_corpus(tok, args, held_out: list[ChatExample]) -> list[str]:
     rng = random.Random(args.seed)
     pre = _tasks(PRETRAINING_TYPES, args.restate)
     if args.smath_in_pretraining:
         pre.update(_tasks(SMATH_TYPES, args.restate))
-    maths = arithmetic(args.math_chats, seed=20_000 + args.seed, tasks=pre)
+    maths = _without(arithmetic(args.math_chats, seed=20_000 + args.seed, tasks=pre), held_out)
     chats = [
         ChatExample(
             (Message("user", gsm8k_prompt(ex.messages[0].content)), ex.messages[1])
@@ -255,7 +262,9 @@ def run_path(folder: Path, order: list[str], args, problems) -> dict:
         for name, examples in {
             "inst": synthetic.instruction_following(128, seed=0),
             "tofu": tofu,
-            "math": arithmetic(128, seed=0, tasks=_tasks(SMATH_TYPES, args.restate)),
+            "math": _without(
+                arithmetic(128, seed=0, tasks=_tasks(SMATH_TYPES, args.restate)), problems
+            ),
             "unlearn": synthetic.safety_refusals(128, seed=0),
         }.items()
     }
@@ -341,13 +350,14 @@ def main() -> None:
 
         tokenizer_module.tokenizer_corpus = corpus
     result: dict = {"args": vars(args)}
+    problems = arithmetic(24, seed=777, tasks=_tasks(SMATH_TYPES, args.restate))  # held out
     folder = Path(args.model) if args.model else out / "model"
     if not args.model:
         with tempfile.TemporaryDirectory() as tmp:
             train_tokenizer(cfg, args.arch).save_pretrained(tmp)
             tok = load_tokenizer(tmp)
         inputs, labels, n_cut = whole_document_blocks(
-            tok, pretraining_corpus(tok, args), args.arch, args.seq_len
+            tok, pretraining_corpus(tok, args, problems), args.arch, args.seq_len
         )
         print(f"{len(inputs)} blocks of {args.seq_len}; {n_cut} documents longer than a block")
         model = AutoModelForCausalLM.from_config(model_config(cfg, args.arch, tok))
@@ -359,7 +369,6 @@ def main() -> None:
         model.save_pretrained(folder)
         tok.save_pretrained(folder)
         print(json.dumps(result), flush=True)
-    problems = arithmetic(24, seed=777, tasks=_tasks(SMATH_TYPES, args.restate))
     result = {
         **result,
         "paths": {p: run_path(folder, order, args, problems) for p, order in ORDERS.items()},
