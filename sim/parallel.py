@@ -20,10 +20,15 @@ from contextlib import contextmanager
 from multiprocessing.pool import Pool
 from typing import Any
 
+from pathdep.workers import die_with_parent
+
 STARTUP_TIMEOUT_S = 600.0
 
 
-def _init_worker(slots, ready, warmup: Callable[..., Any] | None, warmup_args: tuple) -> None:
+def _init_worker(
+    parent: int, slots, ready, warmup: Callable[..., Any] | None, warmup_args: tuple
+) -> None:
+    die_with_parent(parent)
     with slots.get_lock():
         slot = slots.value
         slots.value += 1
@@ -55,7 +60,7 @@ def pinned_pool(
     ctx = mp.get_context("spawn")
     slots = ctx.Value("i", 0)
     ready = ctx.Barrier(workers + 1)
-    pool = ctx.Pool(workers, _init_worker, (slots, ready, warmup, warmup_args))
+    pool = ctx.Pool(workers, _init_worker, (os.getpid(), slots, ready, warmup, warmup_args))
     try:
         try:
             ready.wait(STARTUP_TIMEOUT_S)  # every worker is pinned and warm

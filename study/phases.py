@@ -254,15 +254,15 @@ def run_llm(
             log(progress, f"{kind}: {run.arch}, seed {run.seed} -> {run.folder}")
             seconds[run] = _run_protocol(run, threads, progress)
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
+
+        from pathdep.workers import spawn_pool
 
         # The longest first (the R/C/U studies are short), so the workers finish together.
         ordered = sorted(runs, key=lambda r: r.rcu)
         log(progress, f"{len(runs)} protocols, {workers} side by side ({threads} thread each)")
-        context = multiprocessing.get_context("spawn")  # no inherited torch thread pool
         bar = tqdm(total=len(runs), desc="protocols", disable=not progress)
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with spawn_pool(workers) as pool:
             futures = {pool.submit(_run_protocol, r, threads, False): r for r in ordered}
             for future in as_completed(futures):
                 run = futures[future]

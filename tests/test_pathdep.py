@@ -7,7 +7,11 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -167,3 +171,43 @@ def test_read_toml_errors_are_one_config_error(tmp_path: Path) -> None:
         C.read_toml(tmp_path / "bad.toml")
     with pytest.raises(C.ConfigError, match="KEY=VALUE"):
         C.apply_overrides({}, ["novalue"])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux only")
+def test_pool_workers_die_with_a_killed_parent(tmp_path):
+    # The parent starts a worker on a long task, then is killed without any clean-up (as by a
+    # time limit); the worker must not keep running.
+    script = (
+        "import os, signal, time\n"
+        "from pathdep.workers import spawn_pool\n"
+        "if __name__ == '__main__':\n"
+        "    pool = spawn_pool(1)\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    pool.submit(time.sleep, 120)\n"
+        "    time.sleep(0.5)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    (tmp_path / "parent.py").write_text(script)
+    # Output to a file, not a pipe: an orphaned worker would hold a pipe open.
+    with open(tmp_path / "out.txt", "w") as out:
+        done = subprocess.run(
+            [sys.executable, str(tmp_path / "parent.py")], stdout=out, timeout=120
+        )
+    assert done.returncode == -signal.SIGKILL
+    worker = int((tmp_path / "out.txt").read_text().split()[0])
+    deadline = time.monotonic() + 20
+    while _running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    outlived = _running(worker)
+    if outlived:
+        os.kill(worker, signal.SIGKILL)
+    assert not outlived, "the pool's worker outlived its killed parent"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (exited, waiting for init to reap it)."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat_line.rsplit(")", 1)[1].split()[0] != "Z"
