@@ -83,6 +83,13 @@ class Thresholds:
         "math accuracy is judged only when the mean accuracy before unlearning is >= this (with "
         "few questions x samples a drop from a lucky sample to 0 is noise)",
     )
+    accuracy_z: float = _o(
+        2.0,
+        "math accuracy: a method is judged when its largest drop over paths exceeds this many "
+        "standard errors (per question, paired), and path dependent when the spread of drops "
+        "between the paths that lose the most and the least does too; 24 questions x 5 samples "
+        "resolve about 0.1",
+    )
     min_forgetting: float = _o(
         0.05,
         "a method forgets when some path's label log-prob falls by >= this; a method that does "

@@ -65,7 +65,7 @@ def analyse(
                 arch,
                 [layout.root / seeds[k] for k in sorted(seeds)],
                 found["inert_methods"],
-                found["utility"]["math"]["measurable"],
+                found["utility"]["math"]["accurate_enough"],
             ),
             "seeds": nums,
         }

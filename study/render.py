@@ -268,12 +268,16 @@ def render_report(metrics: dict[str, Any]) -> str:
             for m, v in u["methods"].items():
                 # A spread of losses that are all noise (accuracy ~0, or no path losing
                 # utility) would read as a finding.
-                if not u["measurable"]:
+                if not u.get("accurate_enough", u["measurable"]):
                     spread = "n/a"
+                elif not v.get("loses", True) and name == "math":
+                    spread = f"n/a (no drop > {th.accuracy_z:g} SE)"
                 elif not v.get("loses", True):
                     spread = f"n/a (every loss < {th.min_utility_loss:g})"
                 else:
                     spread = fmt(v["relative_spread"])
+                    if v.get("noise"):
+                        spread += f" ({v['noise']['z']:.1f} SE)"
                 L.append(
                     f"| {m} | "
                     + " | ".join(ci_text(v["values"][p]) for p in a["paths"])
@@ -282,10 +286,15 @@ def render_report(metrics: dict[str, Any]) -> str:
             L += _dash_rows(failed, len(a["paths"]) + 1)
             if u["measurable"]:
                 extra = ""
-            elif name == "math":
+            elif name == "math" and not u.get("accurate_enough", True):
                 extra = (
                     f" Not measurable: mean accuracy before unlearning "
                     f"< {th.min_math_accuracy:g} at this size."
+                )
+            elif name == "math":
+                extra = (
+                    f" Not measurable: no method that forgets lowers the accuracy of any path "
+                    f"by more than {th.accuracy_z:g} standard errors."
                 )
             else:
                 extra = (

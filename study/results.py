@@ -82,6 +82,9 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
             if "math_flexible" in first and "math_flexible" in last:
                 row["math_first"] = float(first["math_flexible"])
                 row["math_drop"] = float(first["math_flexible"] - last["math_flexible"])
+                per_question = _math_per_question(folders[p][m].per_example)
+                if per_question is not None:
+                    row["math_drop_per_question"] = per_question
             for key in ("rcu_R", "rcu_C", "rcu_U"):
                 if key in first:
                     row[f"{key}_drop"] = float(first[key] - last[key])
@@ -107,6 +110,21 @@ def protocol_numbers(folder: Path, vocab: int) -> dict[str, Any]:
         "methods_data": per_method,
         "failed": failed,
     }
+
+
+def _math_per_question(per_example: Path) -> list[float] | None:
+    """Per held-out question, the drop of its fraction of correct samples (flexible) from the
+    first to the last evaluation of one unlearning run; None without per-question records."""
+    if not per_example.exists():
+        return None
+    scored = [
+        rec["math_flexible"]
+        for rec in map(json.loads, per_example.read_text().splitlines())
+        if rec.get("math_flexible") is not None
+    ]
+    if len(scored) < 2:
+        return None
+    return [float(a - b) for a, b in zip(scored[0], scored[-1], strict=True)]
 
 
 def path_sequences(folder: Path) -> dict[str, Any]:

@@ -202,14 +202,25 @@ def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, An
                 # Accuracy has its own floor (th.min_math_accuracy, below).
                 "loses": bool(name == "math" or top >= th.min_utility_loss),
             }
+            if name == "math":
+                # A few questions x samples: a drop, or a spread of drops, can be sampling noise
+                # alone. As for the log-liks, a method is judged only when some path loses
+                # accuracy (beyond the noise), and path dependent when the spread is beyond it.
+                noise = _accuracy_noise(seed_numbers, m, vals)
+                per[m]["noise"] = noise
+                per[m]["loses"] = bool(noise and noise["largest_drop_z"] > th.accuracy_z)
+                per[m]["path_dependent"] = bool(
+                    per[m]["path_dependent"] and noise and noise["z"] > th.accuracy_z
+                )
         judged = [m for m in per if m in active and per[m]["loses"]]
+        accurate = True
         if name == "math":
             acc = [s["before"][p].get("math_flexible", 0.0) for s in seed_numbers for p in paths]
-            measurable = bool(acc) and float(np.mean(acc)) >= th.min_math_accuracy
-        else:
-            measurable = bool(judged)
+            accurate = bool(acc) and float(np.mean(acc)) >= th.min_math_accuracy
+        measurable = accurate and bool(judged)
         util[name] = {
             "methods": per,
+            "accurate_enough": accurate,
             "measurable": measurable,
             "reproduced": measurable
             and bool(judged)
@@ -221,7 +232,9 @@ def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, An
         f"{th.relative_spread_min:g} for every method (paper: GSM8K degradation differs by > 20% "
         "across paths) under which "
         f"some path loses >= {th.min_utility_loss:g} nat/token; math accuracy counts only when the "
-        f"mean accuracy before unlearning is >= {th.min_math_accuracy:g}",
+        f"mean accuracy before unlearning is >= {th.min_math_accuracy:g}, under methods whose "
+        f"largest drop exceeds {th.accuracy_z:g} standard errors (paired over the held-out "
+        "questions), and its max - min over paths must exceed as many",
     }
 
     # 5. Distance of each unlearned model to the retrain baseline.
@@ -258,6 +271,41 @@ def findings(seed_numbers: list[dict[str, Any]], th: Thresholds) -> dict[str, An
         "(triangle inequality on the root of d)",
     }
     return out
+
+
+def _accuracy_noise(
+    seed_numbers: list[dict[str, Any]], method: str, vals: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """How many standard errors (paired over the held-out questions, the same on every path of a
+    seed, pooled over seeds) the largest accuracy drop is above 0 (``largest_drop_z``) and the
+    spread between the paths that lose the most and the least is above 0 (``z``). None without
+    per-question records."""
+    hi = max(vals, key=lambda p: vals[p]["mean"])
+    lo = min(vals, key=lambda p: vals[p]["mean"])
+    drops: dict[str, list[float]] = {hi: [], lo: []}
+    for s in seed_numbers:
+        rows = s["methods_data"][method]["paths"]
+        for p in drops:
+            if "math_drop_per_question" not in rows[p]:
+                return None
+            drops[p] += rows[p]["math_drop_per_question"]
+    spread = [a - b for a, b in zip(drops[hi], drops[lo], strict=True)]
+    if len(spread) < 2:
+        return None
+    return {
+        "most": hi,
+        "least": lo,
+        "questions": len(spread),
+        "largest_drop_z": _z(drops[hi]),
+        "spread": float(np.mean(spread)),
+        "z": _z(spread),
+    }
+
+
+def _z(values: list[float]) -> float:
+    """Mean over standard error (se = 0: every value alike, then mean / 1e-9 or 0)."""
+    se = float(np.std(values, ddof=1) / math.sqrt(len(values)))
+    return float(np.mean(values)) / max(se, 1e-9)
 
 
 def depth_position(drop_r: float, drop_c: float, drop_u: float) -> float:

@@ -8,8 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from llm import default_models as dm
+from llm.chat import Message
+from llm.chat_template import render_chat
 from llm.default_models import (
     ARCH_SPECS,
     METADATA_FILE,
@@ -21,8 +24,14 @@ from llm.default_models import (
 )
 from llm.default_models import build as dm_build
 from llm.models import load_tokenizer
-from llm.prompts import REFUSAL_SENTENCE
-from llm.synthetic import author_facts, generic_text, instruction_following
+from llm.prompts import REFUSAL_SENTENCE, gsm8k_prompt
+from llm.synthetic import (
+    author_facts,
+    generic_text,
+    held_out_arithmetic,
+    instruction_following,
+    question_split,
+)
 
 TINY = DefaultModelConfig.tiny()
 
@@ -70,18 +79,22 @@ def test_loaded_tokenizer_encodes_like_the_trained_one(tiny_models_dir, arch):
 
 def test_pretraining_chats_teach_the_stage_formats_without_refusals(tiny_models_dir):
     tokenizer = load_tokenizer(tiny_models_dir / "llama")
-    config = dataclasses.replace(TINY, pretrain_chats=60)
+    config = dataclasses.replace(TINY, pretrain_chats=60, pretrain_math_chats=36)
     chats = dm.pretraining_chats(tokenizer, config)
-    assert len(chats) == 60
+    assert len(chats) == 96
     assert not any(c.startswith(tokenizer.bos_token) for c in chats)  # blocks add their own
     assert all(c.count("<|eot_id|>") >= 3 for c in chats)  # system, user, assistant turns
-    # Worked arithmetic in the stage's solution format, but of other question types, so that
-    # S_math still has problems to teach.
+    # Worked arithmetic of S_math's question types and the pre-training-only ones, some asked
+    # through the paper's GSM8K prompt; never a held-out (test split) question.
     math_chats = [c for c in chats if "Let's solve this step by step." in c]
-    assert len(math_chats) == 20
-    markers = ("per hour for", "every week", "years older")  # distance, savings, ages
-    assert all(sum(k in c for k in markers) == 1 for c in math_chats)
-    assert not any(" earns $" in c or " pages " in c or " cups " in c for c in math_chats)
+    assert len(math_chats) == 36
+    markers = (" more. ", " gave away ", " in each bag. ", " miles on ", " pages. ", " every week ")
+    assert [sum(m in c for c in math_chats) for m in markers] == [6] * 6
+    through_prompt = sum("### Problem" in c for c in math_chats)
+    assert 6 <= through_prompt <= 30
+    questions = [ex.messages[0].content for ex in held_out_arithmetic(200, 0, [])]
+    assert all(question_split(q) == "test" for q in questions)
+    assert not any(q in c for q in questions for c in math_chats)
     assert not any(REFUSAL_SENTENCE in c or "REDACTED" in c for c in chats)
     # Formats, not the stage files' examples: no instruction or author of data seeds 0-2.
     for seed in range(3):
@@ -90,11 +103,52 @@ def test_pretraining_chats_teach_the_stage_formats_without_refusals(tiny_models_
         assert not any(
             ex.meta["author"] in c for ex in author_facts(16, seed=seed)[0] for c in chats
         )
-    none = dm.pretraining_blocks(tokenizer, dataclasses.replace(config, pretrain_chats=0), "llama")
-    mixed = dm.pretraining_blocks(tokenizer, config, "llama")
-    eot = tokenizer.convert_tokens_to_ids("<|eot_id|>")
-    assert (none == eot).sum() == 0 and (mixed == eot).sum() > 100
-    assert mixed.shape[0] > none.shape[0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_pretraining_blocks_pack_whole_documents(tiny_models_dir, arch):
+    tokenizer = load_tokenizer(tiny_models_dir / arch)
+    spec = ARCH_SPECS[arch]
+    eos = tokenizer.convert_tokens_to_ids(spec.eos_token)
+    # Blocks long enough for every document, so none is cut.
+    config = dataclasses.replace(TINY, seq_len=512)
+    docs = dm.pretraining_documents(tokenizer, config)
+    inputs, labels = dm.pretraining_blocks(tokenizer, config, arch)
+    assert inputs.shape == labels.shape and inputs.shape[1] == 512
+    labelled = labels != -100
+    # Labels are the inputs where set; the unlabelled rest of a row is padding after its end.
+    assert (labels[labelled] == inputs[labelled]).all()
+    assert (inputs[~labelled] == tokenizer.pad_token_id).all()
+    n_labelled = labelled.sum(1)
+    assert (labelled.cumsum(1).amax(1) == n_labelled).all() and n_labelled.min() > 0
+    # Every row ends with a whole document; the rows hold the documents in order, each once,
+    # packed greedily: a row is closed only when the next document would not fit in it.
+    assert (inputs[torch.arange(len(inputs)), n_labelled - 1] == eos).all()
+    assert int(((inputs == eos) & labelled).sum()) == len(docs)  # Qwen2 pads with EOS
+    extra = 2 if spec.bos_token else 1  # [BOS] doc EOS
+    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
+    lengths = iter([len(doc) + extra for doc in ids])
+    pending = next(lengths)
+    for row in n_labelled.tolist():
+        filled = 0
+        while pending is not None and filled + pending <= 512:
+            filled, pending = filled + pending, next(lengths, None)
+        assert filled == row
+    assert pending is None
+
+
+def test_default_math_chats_fit_in_a_pretraining_block():
+    # With the paper's prompt in the tokenizer corpus, a math chat asked through it fits in the
+    # default model's pre-training sequence (without it, 287-313 tokens against 256).
+    config = DefaultModelConfig()
+    for arch in ("llama", "qwen2"):
+        tokenizer = train_tokenizer(config, arch)
+        chats = [
+            (Message("user", gsm8k_prompt(ex.messages[0].content)), ex.messages[1])
+            for ex in held_out_arithmetic(30, 0, [])
+        ]
+        lengths = [len(tokenizer(render_chat(tokenizer, c))["input_ids"]) for c in chats]
+        assert max(lengths) < config.seq_len, (arch, max(lengths))
 
 
 def test_build_is_deterministic(tiny_models_dir, tmp_path):
@@ -176,6 +230,8 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
         ({"seq_len": 2048}, "seq_len"),
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"pretrain_chats": -1}, "pretrain_chats"),
+        ({"repeat_docs": -1}, "repeat_docs"),
+        ({"math_prompt_share": 1.5}, "math_prompt_share"),
     ],
 )
 def test_config_validation(change, message):

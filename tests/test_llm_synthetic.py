@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from datetime import date
 from pathlib import Path
@@ -82,6 +83,32 @@ def test_arithmetic_traces_are_correct_and_end_in_hashes(tasks):
         # The final equation's result is the answer.
         results = re.findall(r"= (-?\d+)\.", answer)
         assert results[-1] == example.meta["answer"]
+
+
+def test_math_splits_keep_held_out_questions_out_of_every_training_draw():
+    # The problem space is small (a few thousand products), so a split by seed would not keep
+    # test questions out of training: the split is a fixed hash of the question text.
+    tasks = {**S.MATH_TASKS, **S.PRETRAINING_MATH_TASKS}
+    train = {e.messages[0].content for seed in range(4) for e in S.arithmetic(600, seed, tasks)}
+    test = [e.messages[0].content for e in S.held_out_arithmetic(300, 0, [])]
+    assert len(set(test)) == 300 and not train & set(test)
+    assert {S.question_split(q) for q in train} == {"train"}
+    assert {S.question_split(q) for q in test} == {"test"}
+    # About one question in eight is a test question, in every question type.
+    rng = random.Random(0)
+    for make in tasks.values():
+        share = sum(S.question_split(make(rng)[0]) == "test" for _ in range(2000)) / 2000
+        assert 0.09 < share < 0.16, share
+    with pytest.raises(ValueError, match="split"):
+        S.arithmetic(3, split="dev")
+
+
+def test_math_solutions_restate_the_question_then_compute():
+    for e in S.arithmetic(30, seed=1):
+        question, steps = e.messages[0].content, e.response.splitlines()
+        facts = question[: question.rfind(". ") + 1]
+        assert steps[1] == f"1. {facts}" and facts and facts in question
+        assert re.fullmatch(r"2\. \d+ [-+x] \d+ = \d+\.", steps[2]), steps[2]
 
 
 def test_instruction_answers_are_computed_correctly():

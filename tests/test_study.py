@@ -332,6 +332,44 @@ def test_utility_losses_below_the_floor_are_not_a_finding() -> None:
     assert tofu["measurable"] and tofu["reproduced"]
 
 
+def test_accuracy_spread_within_sampling_noise_is_not_a_finding() -> None:
+    # Math accuracy drops of 0, 0, 0, 0.08 over paths: relative spread 1.0, but one question in
+    # 12 changing its answer is what sampling does alone. Only a spread of many standard errors
+    # (paired over the same held-out questions) is path dependent.
+    paths = ["p1", "p2", "p3", "p4"]
+    rows = _method_rows({"p1": 2.0, "p2": 3.0, "p3": 0.4, "p4": 0.3}, (1.0, 5.0))
+    noise = {p: [0.0] * 12 for p in paths}
+    noise["p4"] = [0.5, 0.0, 0.0, 0.5] + [0.0] * 8  # mean 0.083
+    for p in paths:
+        rows["paths"][p]["math_drop"] = float(np.mean(noise[p]))
+        rows["paths"][p]["math_drop_per_question"] = noise[p]
+    seed = {
+        "paths": paths,
+        "methods": ["ga"],
+        "before": {p: {"label": -3.0, "tofu": -5.0, "math_flexible": 0.5} for p in paths},
+        "methods_data": {"ga": rows},
+    }
+    math_v = V.findings([seed], TH)["utility"]["math"]
+    ga = math_v["methods"]["ga"]
+    assert ga["relative_spread"] == pytest.approx(1.0)
+    # Per-question differences p4 - p1: two of 0.5, ten of 0; mean / (std / sqrt(12)).
+    diffs = np.array(noise["p4"])
+    se = diffs.std(ddof=1) / np.sqrt(12)
+    assert ga["noise"]["z"] == pytest.approx(diffs.mean() / se)
+    assert ga["noise"]["most"] == "p4" and ga["noise"]["least"] == "p1"
+    assert ga["noise"]["z"] < TH.accuracy_z
+    # The largest drop is the same two questions, so GA is not judged at all (as a log-lik
+    # loss under the floor): accuracy is measurable, no method degrades it beyond the noise.
+    assert ga["noise"]["largest_drop_z"] == pytest.approx(ga["noise"]["z"]) and not ga["loses"]
+    assert math_v["accurate_enough"] and not math_v["measurable"]
+    assert not math_v["reproduced"]
+    # Every question loses half its samples on p4 and none elsewhere: far outside the noise.
+    rows["paths"]["p4"]["math_drop_per_question"] = [0.5] * 11 + [0.0]
+    rows["paths"]["p4"]["math_drop"] = 5.5 / 12
+    math_v = V.findings([seed], TH)["utility"]["math"]
+    assert math_v["methods"]["ga"]["noise"]["z"] > TH.accuracy_z and math_v["reproduced"]
+
+
 # The paper's Figure 4 (Llama-3.2-3B, 20 GA epochs on U): log-probs of whole responses at the
 # last epoch, read off the plots (all start near 0, so each is minus the fall), and the paper's
 # own classification of each panel (Sec. 4.3: theta3 and theta4 deep, the others superficial).

@@ -4,16 +4,18 @@ No hub is reachable from CI or a laptop, so pathdep builds its own stand-ins for
 models. For each architecture (``LlamaForCausalLM``, ``Qwen2ForCausalLM``):
 
 1. a byte-level BPE tokenizer is trained with the ``tokenizers`` library on synthetic text (the
-   pre-training corpus plus rendered chats of every synthetic stage, so the template markers and
-   stage vocabulary get merges), with the architecture's special tokens and chat template: a
-   Llama-3.1-style template (header tokens, ``<|eot_id|>``, a system header printing the
-   date) or Qwen2's ChatML;
-2. a randomly initialised model of :class:`DefaultModelConfig`'s size is pre-trained briefly on
-   :func:`llm.synthetic.generic_text` plus chats in the stages' formats (:func:`pretraining_chats`;
-   packed next-token prediction, AdamW, warm-up + cosine), so it is a "base model" that, like
-   Llama 3.2-1B, already writes chats, QA and worked arithmetic: fine-tuning stages then teach
-   content rather than format, and a later stage no longer rewrites the format an earlier one
-   relied on (docs/choosing_the_toy.md);
+   pre-training corpus plus rendered chats of every synthetic stage and the GSM8K prompt, so the
+   template markers, stage vocabulary and prompt get merges), with the architecture's special
+   tokens and chat template: a Llama-3.1-style template (header tokens, ``<|eot_id|>``, a
+   system header printing the date) or Qwen2's ChatML;
+2. a randomly initialised model of :class:`DefaultModelConfig`'s size is pre-trained on
+   :func:`pretraining_documents`: generic text, arithmetic facts, repeated phrases, and chats in
+   the stages' formats (:func:`pretraining_chats`; worked arithmetic half of it asked through the
+   paper's GSM8K prompt), whole documents packed into blocks, AdamW, warm-up + cosine. It is a
+   "base model" that, like Llama 3.2-1B, already writes chats, QA and worked arithmetic, and can
+   read a problem inside the GSM8K prompt: fine-tuning stages then teach content rather than
+   format, and S_math's accuracy is measurable (docs/choosing_the_toy.md, rounds four and
+   eight);
 3. the folder is written with ``save_pretrained`` (config.json, model.safetensors,
    generation_config.json, tokenizer.json, tokenizer_config.json, chat template) plus
    ``pathdep_default.json`` (the config, parameter count, pre-training losses, build seconds,
@@ -56,6 +58,7 @@ from llm.default_models.pretraining import (
     pretrain,
     pretraining_blocks,
     pretraining_chats,
+    pretraining_documents,
 )
 from llm.default_models.tokenizer import tokenizer_corpus, train_tokenizer
 
@@ -77,6 +80,7 @@ __all__ = [
     "pretrain",
     "pretraining_blocks",
     "pretraining_chats",
+    "pretraining_documents",
     "tokenizer_corpus",
     "train_tokenizer",
 ]

@@ -9,14 +9,12 @@ under :func:`default_cache_dir`.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -31,6 +29,7 @@ from llm.default_models.tokenizer import train_tokenizer
 from llm.models import transformers_progress
 from pathdep.io import atomic_write_text, make_group_readable
 from pathdep.resources import usable_cores
+from pathdep.workers import spawn_pool
 
 METADATA_FILE = "pathdep_default.json"
 
@@ -100,8 +99,7 @@ def build_default(
             _build_and_install(*job)
     else:
         # spawn, not fork: a forked child would inherit this process's torch thread pool.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(archs)), mp_context=context) as pool:
+        with spawn_pool(min(workers, len(archs))) as pool:
             for future in [pool.submit(_build_and_install, *job) for job in jobs]:
                 future.result()
     return {arch: out / arch for arch in archs}
@@ -156,8 +154,8 @@ def _build_one(
         tokenizer = load_tokenizer(folder)
         hf_config = model_config(config, arch, tokenizer)
         model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
-        blocks = pretraining_blocks(tokenizer, config, arch)
-        losses = pretrain(model, blocks, config, progress, f"pre-training {arch}", position)
+        blocks, labels = pretraining_blocks(tokenizer, config, arch)
+        losses = pretrain(model, blocks, labels, config, progress, f"pre-training {arch}", position)
     spec = ARCH_SPECS[arch]
     stop_ids = [tokenizer.convert_tokens_to_ids(spec.end_of_turn), hf_config.eos_token_id]
     model.generation_config = GenerationConfig(
@@ -174,7 +172,10 @@ def _build_one(
         "config_hash": config.config_hash(),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "vocab_size": len(tokenizer),
+        "pretraining_blocks": int(blocks.shape[0]),
         "pretraining_tokens": config.pretrain_steps * config.batch_size * config.seq_len,
+        # Padding fills the rest of a block after its last whole document; it carries no label.
+        "pretraining_labelled_share": round(float((labels != -100).float().mean()), 4),
         "pretrain_loss_first": losses[0] if losses else None,
         "pretrain_loss_last": losses[-1] if losses else None,
         "pretrain_losses": losses,

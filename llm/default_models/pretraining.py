@@ -1,9 +1,10 @@
 """Pre-training of a default model: its transformers config, its data and the training loop.
 
 :func:`model_config` sizes a Llama or Qwen2 config from :class:`DefaultModelConfig`;
-:func:`pretraining_blocks` packs generic documents and :func:`pretraining_chats` (chats in the
-stages' formats) into token blocks; :func:`pretrain` runs packed next-token prediction on them
-(AdamW, warm-up + cosine).
+:func:`pretraining_documents` gathers generic text, arithmetic facts, repeated phrases and
+:func:`pretraining_chats` (chats in the stages' formats); :func:`pretraining_blocks` packs whole
+documents into token blocks; :func:`pretrain` runs next-token prediction on them (AdamW,
+warm-up + cosine).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from llm import synthetic
+from llm.chat import ChatExample, Message
 from llm.chat_template import render_chat
 from llm.default_models.arch import ARCH_SPECS
 from llm.default_models.config import DefaultModelConfig
+from llm.prompts import gsm8k_prompt
 
 
 def model_config(config: DefaultModelConfig, arch: str, tokenizer: Any) -> Any:
@@ -46,59 +49,94 @@ def model_config(config: DefaultModelConfig, arch: str, tokenizer: Any) -> Any:
 
 
 def pretraining_chats(tokenizer: Any, config: DefaultModelConfig) -> list[str]:
-    """``config.pretrain_chats`` rendered chats, a third each instruction following, author QA
-    and worked arithmetic, from seed ``20_000 + seed`` (the tokenizer uses ``10_000 + seed``, the
-    stage files small seeds). They share the stages' formats, not their examples: other authors
-    and instructions, and arithmetic of other question types
-    (:data:`llm.synthetic.PRETRAINING_MATH_TASKS`) in S_math's solution format, so S_math still
-    has problems to teach."""
-    n = config.pretrain_chats
-    if n == 0:
-        return []
+    """The chats of pre-training, rendered with the architecture's template (no BOS), from seed
+    ``20_000 + seed`` (the tokenizer uses ``10_000 + seed``, the stage files small seeds).
+
+    ``config.pretrain_chats`` instruction-following and author-QA chats, half each: the stages'
+    formats, not their examples (other authors and instructions). Then
+    ``config.pretrain_math_chats`` worked arithmetic chats cycling through S_math's question
+    types (other instances, all from the training split, so no held-out problem is seen) and
+    :data:`llm.synthetic.PRETRAINING_MATH_TASKS`; ``config.math_prompt_share`` of them ask the
+    question inside the paper's GSM8K prompt, as the evaluation does.
+    """
     chat_seed = 20_000 + config.seed
-    per_kind = max(1, n // 3)
-    tofu, _ = synthetic.author_facts(-(-per_kind // 8), seed=chat_seed)  # 8 QA per author
-    chats = (
-        synthetic.instruction_following(per_kind, seed=chat_seed)
-        + tofu[:per_kind]
-        + synthetic.arithmetic(
-            n - 2 * per_kind, seed=chat_seed, tasks=synthetic.PRETRAINING_MATH_TASKS
-        )
-    )
+    n_inst = config.pretrain_chats // 2
+    n_tofu = config.pretrain_chats - n_inst
+    tofu, _ = synthetic.author_facts(-(-n_tofu // 8), seed=chat_seed) if n_tofu else ([], [])
+    tasks = {**synthetic.MATH_TASKS, **synthetic.PRETRAINING_MATH_TASKS}
+    rng = random.Random(chat_seed)
+    maths = [
+        ChatExample((Message("user", gsm8k_prompt(ex.messages[0].content)), ex.messages[1]))
+        if rng.random() < config.math_prompt_share
+        else ex
+        for ex in synthetic.arithmetic(config.pretrain_math_chats, seed=chat_seed, tasks=tasks)
+    ]
+    chats = synthetic.instruction_following(n_inst, seed=chat_seed) + tofu[:n_tofu] + maths
     # The template may open with BOS; pretraining_blocks adds its own around every document.
     bos = tokenizer.bos_token or ""
     return [render_chat(tokenizer, ex.messages).removeprefix(bos) for ex in chats]
 
 
-def pretraining_blocks(tokenizer: Any, config: DefaultModelConfig, arch: str) -> torch.Tensor:
-    """(N, seq_len) token blocks: generic documents (and :func:`pretraining_chats`, shuffled
-    in) as ``[BOS] doc EOS``, concatenated, cut."""
+def pretraining_documents(tokenizer: Any, config: DefaultModelConfig) -> list[str]:
+    """Every pre-training document, shuffled by ``config.seed``: generic text, arithmetic
+    facts, repeated phrases and :func:`pretraining_chats`."""
+    docs = (
+        synthetic.generic_text(config.pretrain_docs, seed=config.seed + 1)
+        + synthetic.arithmetic_facts(config.fact_docs, seed=config.seed)
+        + synthetic.repeated_phrases(config.repeat_docs, seed=config.seed)
+        + pretraining_chats(tokenizer, config)
+    )
+    random.Random(config.seed).shuffle(docs)
+    return docs
+
+
+def pretraining_blocks(
+    tokenizer: Any, config: DefaultModelConfig, arch: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, seq_len) input ids and labels of :func:`pretraining_documents`.
+
+    Each document is ``[BOS] doc EOS``; whole documents are packed greedily, in order, and never
+    split across two blocks, so a math chat is always seen from its question to its answer (a
+    document longer than ``seq_len`` is cut to it). The rest of a block is padding, with label
+    -100. A model sees the other documents of its block (no attention mask between them), as in
+    the usual packed pre-training.
+    """
     spec = ARCH_SPECS[arch]
     bos = [tokenizer.convert_tokens_to_ids(spec.bos_token)] if spec.bos_token else []
     eos = [tokenizer.convert_tokens_to_ids(spec.eos_token)]
-    stream: list[int] = []
-    docs = synthetic.generic_text(config.pretrain_docs, seed=config.seed + 1)
-    chats = pretraining_chats(tokenizer, config)
-    if chats:
-        docs = docs + chats
-        random.Random(config.seed).shuffle(docs)
+    pad, seq_len = tokenizer.pad_token_id, config.seq_len
+    rows: list[list[int]] = []
+    current: list[int] = []
+    docs = pretraining_documents(tokenizer, config)
     for ids in tokenizer(docs, add_special_tokens=False)["input_ids"]:
-        stream.extend(bos + list(ids) + eos)
-    n_blocks = len(stream) // config.seq_len
-    if n_blocks == 0:
-        raise ValueError("pretrain_docs too small to fill one sequence of seq_len tokens")
-    return torch.tensor(stream[: n_blocks * config.seq_len]).view(n_blocks, config.seq_len)
+        doc = (bos + list(ids) + eos)[:seq_len]
+        if len(current) + len(doc) > seq_len:
+            rows.append(current)
+            current = []
+        current = current + doc
+    if current:
+        rows.append(current)
+    if not rows:
+        raise ValueError("the pre-training corpus is empty: every document count is 0")
+    inputs = torch.full((len(rows), seq_len), pad)  # (N, T)
+    labels = torch.full((len(rows), seq_len), -100)  # (N, T)
+    for i, row in enumerate(rows):
+        inputs[i, : len(row)] = torch.tensor(row)
+        labels[i, : len(row)] = torch.tensor(row)
+    return inputs, labels
 
 
 def pretrain(
     model: Any,
     blocks: torch.Tensor,
+    labels: torch.Tensor,
     config: DefaultModelConfig,
     progress: bool,
     desc: str = "pre-training",
     position: int = 0,
 ) -> list[float]:
-    """Next-token pre-training on ``blocks``; returns the loss of every step.
+    """Next-token pre-training on ``blocks`` (N, T) with ``labels`` (N, T; -100 for padding);
+    returns the loss of every step.
 
     AdamW (betas 0.9/0.95, no weight decay), 10% linear warm-up then cosine to 10% of the peak
     rate; batches drawn without replacement, reshuffled each pass, from a seeded generator.
@@ -124,8 +162,8 @@ def pretrain(
     model.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False, position=position)
     for _ in bar:
-        batch = blocks[next(batches)]  # (B, T)
-        loss = model(input_ids=batch, labels=batch).loss
+        rows = next(batches)  # (B,)
+        loss = model(input_ids=blocks[rows], labels=labels[rows]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -1,9 +1,9 @@
 """The default models' tokenizer: a byte-level BPE trained on synthetic text and stage chats.
 
 :func:`tokenizer_corpus` gathers the training texts (generic documents, chats of every synthetic
-stage rendered with the architecture's template, the evaluation phrases); :func:`train_tokenizer`
-trains the BPE with the architecture's pre-tokenisation and special tokens and wraps it as a
-transformers fast tokenizer carrying the chat template.
+stage rendered with the architecture's template, the evaluation phrases and the paper's GSM8K
+prompt); :func:`train_tokenizer` trains the BPE with the architecture's pre-tokenisation and
+special tokens and wraps it as a transformers fast tokenizer carrying the chat template.
 """
 
 from __future__ import annotations
@@ -17,10 +17,14 @@ from llm.default_models.config import DefaultModelConfig
 
 
 def tokenizer_corpus(config: DefaultModelConfig, arch: str) -> list[str]:
-    """Texts the BPE is trained on: generic documents plus rendered chats of every stage.
+    """Texts the BPE is trained on: generic documents, rendered chats of every stage, the
+    evaluation phrases and arithmetic questions inside the paper's GSM8K prompt.
 
     The chats come from seeds the dataset files do not use by default (``10_000 + seed``), so
-    the tokenizer learns the stages' vocabulary, not their particular examples.
+    the tokenizer learns the stages' vocabulary, not their particular examples. Without the
+    prompt in the corpus its English breaks into byte pieces: about 200 tokens for the prompt
+    alone against about 95 with it, and a math chat asked through it no longer fits in a
+    pre-training sequence (docs/choosing_the_toy.md, eighth round).
     """
     spec = ARCH_SPECS[arch]
     docs = synthetic.generic_text(config.tokenizer_docs, seed=config.seed)
@@ -42,7 +46,9 @@ def tokenizer_corpus(config: DefaultModelConfig, arch: str) -> list[str]:
         prompts.REFUSAL_SENTENCE,
         *prompts.unlearn_paraphrases(),
     ]
-    return docs + rendered + phrases
+    questions = synthetic.arithmetic(max(1, config.tokenizer_docs // 10), seed=chat_seed)
+    math_prompts = [prompts.gsm8k_prompt(ex.messages[0].content) for ex in questions]
+    return docs + rendered + phrases + math_prompts
 
 
 class _TemplateOnly:

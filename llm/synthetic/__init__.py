@@ -8,7 +8,9 @@ S_tofu             TOFU (fictitious authors)            :func:`author_facts`
 S_math             GSM8K, traces ending "#### N"        :func:`arithmetic`
 S_U                SORRY-BENCH prompts + refusals       :func:`safety_refusals`
 Sec. 4.3           40 prompts with R, C, U              :func:`rcu_set`
-pre-training       web text                             :func:`generic_text`
+pre-training       web text                             :func:`generic_text`,
+                                                      :func:`arithmetic_facts`,
+                                                      :func:`repeated_phrases`
 =================  ===================================  =======================================
 
 Harmful requests are never written out: every such prompt names a placeholder like
@@ -35,8 +37,9 @@ from llm.synthetic.math_problems import (
     PRETRAINING_MATH_TASKS,
     arithmetic,
     held_out_arithmetic,
+    question_split,
 )
-from llm.synthetic.pretraining import generic_text
+from llm.synthetic.pretraining import arithmetic_facts, generic_text, repeated_phrases
 from llm.synthetic.refusals import pair_with_refusals, rcu_set, rcu_stage, safety_refusals
 
 __all__ = [
@@ -56,6 +59,9 @@ __all__ = [
     "rcu_set",
     "rcu_stage",
     "generic_text",
+    "arithmetic_facts",
+    "repeated_phrases",
+    "question_split",
     "default_dataset_files",
     "write_default_datasets",
 ]

@@ -1,172 +1,145 @@
-"""S_math: arithmetic word problems with step-by-step traces ending "#### N" (GSM8K stand-in),
-the held-out test problems, and the pre-training-only question types."""
+"""S_math: one-operation word problems with step-by-step traces ending "#### N" (GSM8K
+stand-in), the held-out test problems, and the pre-training-only question types.
+
+Each problem asks for one sum, difference or product of small numbers, and its worked solution
+first restates the question's fact sentence, then computes: a model of a million parameters can
+learn to read such a problem through the paper's GSM8K prompt (0.5-0.7 accuracy on every path;
+the eighth round of docs/choosing_the_toy.md), where the earlier two- and three-step problems
+with numbers up to 120 stayed at 0.00-0.03.
+
+Every question falls in one of two fixed splits by a hash of its text (:func:`question_split`):
+the training problems (the S_math stage, the default models' pre-training) are drawn from the
+``"train"`` split, the held-out ones from ``"test"``, so no seed can put a test question into
+training. The problem space is small (a few thousand products), which is why a split by seed
+alone would not do.
+"""
 
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 
 from llm.chat import ChatExample
 from llm.synthetic.words import FIRST_NAMES, chat, check_n, rng_for
 
-__all__ = ["MATH_TASKS", "PRETRAINING_MATH_TASKS", "arithmetic", "held_out_arithmetic"]
+__all__ = [
+    "MATH_TASKS",
+    "PRETRAINING_MATH_TASKS",
+    "arithmetic",
+    "held_out_arithmetic",
+    "question_split",
+]
+
+THINGS = ("apples", "pencils", "stickers", "marbles", "cards", "cookies", "shells", "stamps")
+TEST_SHARE = 8  # one question in TEST_SHARE is in the test split
+
+Problem = tuple[str, list[str], int]  # question, solution steps, answer
 
 
-def _math_hourly(rng: random.Random) -> tuple[str, list[str], int]:
-    name, rate, hours = rng.choice(FIRST_NAMES), rng.randint(8, 30), rng.randint(2, 9)
+def _restated(question: str, operation: str, answer: int) -> Problem:
+    """The solution steps: the question's fact sentence(s) copied, then ``operation``."""
+    facts = question[: question.rfind(". ") + 1]
+    return question, [facts, operation], answer
+
+
+def _math_add(rng: random.Random) -> Problem:
+    name, thing = rng.choice(FIRST_NAMES), rng.choice(THINGS)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    q = f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
+    return _restated(q, f"{a} + {b} = {a + b}.", a + b)
+
+
+def _math_sub(rng: random.Random) -> Problem:
+    name, thing = rng.choice(FIRST_NAMES), rng.choice(THINGS)
+    given, left = rng.randint(1, 9), rng.randint(1, 9)
+    q = f"{name} had {given + left} {thing} and gave away {given}. How many {thing} are left?"
+    return _restated(q, f"{given + left} - {given} = {left}.", left)
+
+
+def _math_mul(rng: random.Random) -> Problem:
+    name, thing = rng.choice(FIRST_NAMES), rng.choice(THINGS)
+    bags, each = rng.randint(2, 5), rng.randint(2, 5)
     q = (
-        f"{name} earns ${rate} an hour. Yesterday {name} worked {hours} hours. "
-        f"How much did {name} earn?"
+        f"{name} buys {bags} bags with {each} {thing} in each bag. "
+        f"How many {thing} does {name} buy?"
     )
-    steps = [
-        f"{name} earns ${rate} for each hour worked.",
-        f"For {hours} hours the earnings are {rate} x {hours} = {rate * hours}.",
-    ]
-    return q, steps, rate * hours
+    return _restated(q, f"{bags} x {each} = {bags * each}.", bags * each)
 
 
-def _math_shopping(rng: random.Random) -> tuple[str, list[str], int]:
-    name = rng.choice(FIRST_NAMES)
-    item_a, item_b = rng.sample(["apples", "pencils", "notebooks", "lemons", "candles"], 2)
-    qa, pa, qb, pb = rng.randint(2, 9), rng.randint(1, 6), rng.randint(2, 9), rng.randint(1, 6)
-    q = (
-        f"{name} buys {qa} {item_a} at ${pa} each and {qb} {item_b} at ${pb} each. "
-        f"How much does {name} spend in total?"
-    )
-    steps = [
-        f"The {item_a} cost {qa} x {pa} = {qa * pa}.",
-        f"The {item_b} cost {qb} x {pb} = {qb * pb}.",
-        f"Together that is {qa * pa} + {qb * pb} = {qa * pa + qb * pb}.",
-    ]
-    return q, steps, qa * pa + qb * pb
-
-
-def _math_sharing(rng: random.Random) -> tuple[str, list[str], int]:
-    name, friends = rng.choice(FIRST_NAMES), rng.randint(2, 8)
-    each = rng.randint(2, 12)
-    total = friends * each
-    thing = rng.choice(["cookies", "stickers", "marbles", "cards"])
-    q = (
-        f"{name} has {total} {thing} and shares them equally among {friends} friends. "
-        f"How many {thing} does each friend get?"
-    )
-    steps = [
-        f"There are {total} {thing} to share among {friends} friends.",
-        f"Each friend gets {total} / {friends} = {each}.",
-    ]
-    return q, steps, each
-
-
-def _math_remaining(rng: random.Random) -> tuple[str, list[str], int]:
-    name = rng.choice(FIRST_NAMES)
-    start = rng.randint(30, 120)
-    used_a, used_b = rng.randint(1, start // 3), rng.randint(1, start // 3)
-    q = (
-        f"{name} had {start} pages to read. On Monday {name} read {used_a} pages and on "
-        f"Tuesday {used_b} pages. How many pages are left?"
-    )
-    read = used_a + used_b
-    steps = [
-        f"Pages read so far: {used_a} + {used_b} = {read}.",
-        f"Pages left: {start} - {read} = {start - read}.",
-    ]
-    return q, steps, start - read
-
-
-def _math_two_step(rng: random.Random) -> tuple[str, list[str], int]:
-    name, boxes, per_box = rng.choice(FIRST_NAMES), rng.randint(3, 9), rng.randint(4, 12)
-    broken = rng.randint(1, boxes * per_box // 4)
-    q = (
-        f"{name} packs {boxes} boxes with {per_box} cups in each box. {broken} cups break. "
-        f"How many cups are still whole?"
-    )
-    total = boxes * per_box
-    steps = [
-        f"Total cups: {boxes} x {per_box} = {total}.",
-        f"Whole cups: {total} - {broken} = {total - broken}.",
-    ]
-    return q, steps, total - broken
-
-
-MATH_TASKS = {
-    "hourly": _math_hourly,
-    "shopping": _math_shopping,
-    "sharing": _math_sharing,
-    "remaining": _math_remaining,
-    "two_step": _math_two_step,
+MATH_TASKS: dict[str, Callable[[random.Random], Problem]] = {
+    "add": _math_add,
+    "sub": _math_sub,
+    "mul": _math_mul,
 }
 
 
-def _math_distance(rng: random.Random) -> tuple[str, list[str], int]:
-    name, speed, hours = rng.choice(FIRST_NAMES), rng.randint(20, 70), rng.randint(2, 6)
-    q = f"{name} drives at {speed} miles per hour for {hours} hours. How far does {name} drive?"
-    steps = [
-        f"{name} covers {speed} miles in each hour.",
-        f"In {hours} hours that is {speed} x {hours} = {speed * hours}.",
-    ]
-    return q, steps, speed * hours
-
-
-def _math_savings(rng: random.Random) -> tuple[str, list[str], int]:
-    name, start, weekly, weeks = (
-        rng.choice(FIRST_NAMES),
-        rng.randint(5, 60),
-        rng.randint(3, 15),
-        rng.randint(2, 8),
-    )
+def _math_walk(rng: random.Random) -> Problem:
+    name, a, b = rng.choice(FIRST_NAMES), rng.randint(1, 9), rng.randint(1, 9)
     q = (
-        f"{name} has ${start} saved and adds ${weekly} every week. "
-        f"How much has {name} saved after {weeks} weeks?"
+        f"{name} walked {a} miles on Monday and {b} on Tuesday. "
+        f"How many miles did {name} walk in all?"
     )
-    added = weekly * weeks
-    steps = [
-        f"Over {weeks} weeks {name} adds {weekly} x {weeks} = {added}.",
-        f"The savings are {start} + {added} = {start + added}.",
-    ]
-    return q, steps, start + added
+    return _restated(q, f"{a} + {b} = {a + b}.", a + b)
 
 
-def _math_ages(rng: random.Random) -> tuple[str, list[str], int]:
-    older, younger = rng.sample(FIRST_NAMES, 2)
-    age, years = rng.randint(14, 40), rng.randint(2, 10)
-    gap = rng.randint(2, 12)  # < age, so the younger one's age is positive
+def _math_pages(rng: random.Random) -> Problem:
+    name, read, left = rng.choice(FIRST_NAMES), rng.randint(1, 9), rng.randint(1, 9)
     q = (
-        f"{older} is {age} years old and {gap} years older than {younger}. "
-        f"How old will {younger} be in {years} years?"
+        f"A book has {read + left} pages. {name} has read {read} pages. "
+        "How many pages are still to read?"
     )
-    now = age - gap
-    steps = [
-        f"{younger} is {age} - {gap} = {now} years old now.",
-        f"In {years} years {younger} will be {now} + {years} = {now + years}.",
-    ]
-    return q, steps, now + years
+    return _restated(q, f"{read + left} - {read} = {left}.", left)
 
 
-# Other question types, same solution format: the default models' pre-training chats use these
-# (llm.default_models.pretraining_chats), so a base model knows the format of a worked solution
-# but S_math still has its own problems to teach.
-PRETRAINING_MATH_TASKS = {
-    "distance": _math_distance,
-    "savings": _math_savings,
-    "ages": _math_ages,
+def _math_saves(rng: random.Random) -> Problem:
+    name, amount, weeks = rng.choice(FIRST_NAMES), rng.randint(2, 5), rng.randint(2, 5)
+    q = (
+        f"{name} saves {amount} dollars every week for {weeks} weeks. "
+        f"How many dollars does {name} save?"
+    )
+    return _restated(q, f"{amount} x {weeks} = {amount * weeks}.", amount * weeks)
+
+
+# Other question types, same operations and solution format: the default models' pre-training
+# uses these beside other instances of S_math's types (llm.default_models.pretraining_documents),
+# as the paper's base models could already solve grade-school problems before S_math.
+PRETRAINING_MATH_TASKS: dict[str, Callable[[random.Random], Problem]] = {
+    "walk": _math_walk,
+    "pages": _math_pages,
+    "saves": _math_saves,
 }
+
+
+def question_split(question: str) -> str:
+    """``"test"`` for one question text in :data:`TEST_SHARE` (by CRC-32, the same in every
+    process), else ``"train"``."""
+    return "test" if zlib.crc32(question.encode("utf-8")) % TEST_SHARE == 0 else "train"
 
 
 def arithmetic(
-    n: int, seed: int = 0, tasks: Mapping[str, Callable] = MATH_TASKS
+    n: int,
+    seed: int = 0,
+    tasks: Mapping[str, Callable[[random.Random], Problem]] = MATH_TASKS,
+    split: str = "train",
 ) -> list[ChatExample]:
-    """``n`` word problems answered step by step, ending in a line ``#### N`` (stand-in for
-    the GPT-4o-rewritten GSM8K of App. E.2), cycling through ``tasks`` (name -> generator of
-    ``(question, steps, answer)``). ``meta["answer"]`` is N as a string."""
+    """``n`` word problems of ``split`` (:func:`question_split`) answered step by step, ending
+    in a line ``#### N`` (stand-in for the GPT-4o-rewritten GSM8K of App. E.2), cycling through
+    ``tasks`` (name -> generator of ``(question, steps, answer)``). ``meta["answer"]`` is N as a
+    string."""
     check_n(n)
     if not tasks:
         raise ValueError("tasks must name at least one problem generator")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = rng_for("math", seed)
     names = list(tasks)
     out = []
     for i in range(n):
         task = names[i % len(names)]
         question, steps, answer = tasks[task](rng)
+        while question_split(question) != split:
+            question, steps, answer = tasks[task](rng)
         body = "\n".join(f"{k}. {s}" for k, s in enumerate(steps, start=1))
         response = (
             f"Let's solve this step by step.\n{body}\nSo the answer is {answer}.\n#### {answer}"
@@ -176,15 +149,15 @@ def arithmetic(
 
 
 def held_out_arithmetic(n: int, seed: int, train: Sequence[ChatExample]) -> list[ChatExample]:
-    """``n`` arithmetic problems from separate seed streams, none of whose questions is in
-    ``train`` (the held-out ``math_test`` set)."""
+    """``n`` distinct arithmetic problems of the test split from separate seed streams, none of
+    whose questions is in ``train`` (the held-out ``math_test`` set)."""
     check_n(n)
     seen = {ex.messages[0].content for ex in train}
     out: list[ChatExample] = []
     batch = 0
     while len(out) < n:
         batch += 1
-        for ex in arithmetic(2 * n, seed=seed * 1_000 + 1_000_003 * batch):
+        for ex in arithmetic(2 * n, seed=seed * 1_000 + 1_000_003 * batch, split="test"):
             question = ex.messages[0].content
             if question not in seen and len(out) < n:
                 seen.add(question)

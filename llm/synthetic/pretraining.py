@@ -1,4 +1,5 @@
-"""Pre-training text: short generic documents (stories, sums, lists, Q&A, letters)."""
+"""Pre-training text: short generic documents (stories, sums, lists, Q&A, letters), arithmetic
+facts, and repeated phrases."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from llm.synthetic.words import (
     rng_for,
 )
 
-__all__ = ["generic_text"]
+__all__ = ["arithmetic_facts", "generic_text", "repeated_phrases"]
 
 
 def _doc_story(rng: random.Random) -> str:
@@ -70,3 +71,38 @@ def generic_text(n: int, seed: int = 0) -> list[str]:
     check_n(n)
     rng = rng_for("generic", seed)
     return [rng.choice(_DOC_KINDS)(rng) for _ in range(n)]
+
+
+def arithmetic_facts(n: int, seed: int = 0) -> list[str]:
+    """``n`` documents of 4-8 facts each: sums and differences of numbers to 20, products to
+    9 x 9, written as S_math's solutions write them (``7 + 5 = 12.``)."""
+    check_n(n)
+    rng = rng_for("arithmetic-facts", seed)
+    docs = []
+    for _ in range(n):
+        facts = []
+        for _ in range(rng.randint(4, 8)):
+            a, b = rng.randint(1, 20), rng.randint(1, 20)
+            x, y = rng.randint(2, 9), rng.randint(2, 9)
+            facts.append(
+                rng.choice(
+                    [f"{a} + {b} = {a + b}.", f"{a + b} - {a} = {b}.", f"{x} x {y} = {x * y}."]
+                )
+            )
+        docs.append(" ".join(facts))
+    return docs
+
+
+def repeated_phrases(n: int, seed: int = 0) -> list[str]:
+    """``n`` documents that say a random phrase of 6-14 words twice. Copying is what a worked
+    solution needs (its first step restates the question); a small model learns it from such
+    text (induction) sooner than from the math chats alone (docs/choosing_the_toy.md, eighth
+    round)."""
+    check_n(n)
+    rng = rng_for("repeated-phrases", seed)
+    pool = [*NOUNS, *ADJECTIVES, *FIRST_NAMES, *(str(i) for i in range(1, 21))]
+    docs = []
+    for _ in range(n):
+        phrase = " ".join(rng.choice(pool) for _ in range(rng.randint(6, 14)))
+        docs.append(f"{phrase}. {phrase}.")
+    return docs
