@@ -1,4 +1,6 @@
-"""Default tiny models: ordinary HF folders, deterministic, cached, and atomic to build."""
+"""Default tiny models: ordinary HF folders, deterministic, cached, and atomic to build; their
+pre-training packs whole documents, holds no held-out math question, and a math chat asked
+through the paper's prompt fits in a default pre-training block."""
 
 from __future__ import annotations
 

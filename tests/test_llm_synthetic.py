@@ -1,4 +1,5 @@
-"""Synthetic stand-in datasets: deterministic by seed, well formed, answers correct."""
+"""Synthetic stand-in datasets: deterministic by seed, well formed, answers correct; math
+solutions restate the question, and held-out questions never appear in a training draw."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ground floor: atomic writers, strict JSON, the canonical hash, typed configs to and from
-TOML, read-only mappings."""
+TOML, read-only mappings, pool workers that die with a killed parent."""
 
 from __future__ import annotations
 
