@@ -65,7 +65,8 @@ def analyse(
                 arch,
                 [layout.root / seeds[k] for k in sorted(seeds)],
                 found["inert_methods"],
-                found["utility"]["math"]["accurate_enough"],
+                found["utility"]["math"],
+                [findings([n], th)["utility"]["math"] for n in nums],
             ),
             "seeds": nums,
         }

@@ -15,7 +15,9 @@ the third is Finding 3's criterion):
 - forget score: the least forgetting at p4 (the forget stage learned last: the recency effect);
 - TOFU utility: the most utility kept at p4 (slower unlearning keeps more utility);
 - math utility: the change differs by more than 20% across paths ((max - min) / max of |change|),
-  not measurable when every path's change is 0.
+  not measurable when every path's change is 0. Given Finding 3's math verdicts, the toy's
+  column is judged as Finding 3 judges it: only under a method whose largest drop exceeds the
+  sampling noise, and only a spread beyond the noise shows the pattern.
 
 Beside each pattern: Spearman's rank correlation of the toy's path means with the paper's column.
 """
@@ -114,13 +116,16 @@ def beside_paper(
     arch: str,
     folders: list[Path],
     inert: list[str] | tuple[str, ...] = (),
-    math_measurable: bool = True,
+    math_verdict: dict[str, Any] | None = None,
+    math_by_seed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any] | None:
     """The side-by-side numbers of one architecture over its seeds' protocol folders (None for
     an architecture the paper has no column for); ``inert``: the methods that did not forget
-    (the findings' ``inert_methods``), marked so; ``math_measurable``: Finding 3's verdict on
-    whether accuracy before unlearning is high enough for its change to mean anything (when not,
-    the math pattern is not judged on the toy)."""
+    (the findings' ``inert_methods``), marked so. ``math_verdict``: Finding 3's math entry over
+    every seed (``findings(...)["utility"]["math"]``), and ``math_by_seed`` the same for each
+    seed alone: the toy's math column is then judged as Finding 3 judges it (not at all when
+    accuracy before unlearning is below its floor or the method's drops are within the sampling
+    noise); without them, by the relative spread alone."""
     from llm.report import table1
 
     model = PAPER_MODEL.get(arch)
@@ -142,11 +147,14 @@ def beside_paper(
             if complete:
                 toy = {p: t_interval([s[p] for s in complete]) for p in PATHS}
                 means = {p: toy[p]["mean"] for p in PATHS}
-                judged = score != "math_utility_flexible" or math_measurable
-                per = [shows_pattern(score, s) if judged else None for s in complete]
+                shows = shows_pattern(score, means)
+                per = [shows_pattern(score, s) for s in complete]
+                if score == "math_utility_flexible" and math_verdict is not None:
+                    why, shows, per = _math_as_finding_3(method, math_verdict, math_by_seed)
+                    column["not_judged"] = why
                 column |= {
                     "toy": toy,
-                    "toy_shows": shows_pattern(score, means) if judged else None,
+                    "toy_shows": shows,
                     "toy_seeds_showing": sum(v is True for v in per),
                     "toy_seeds": len(complete),
                     "rank_correlation": rank_correlation(
@@ -161,8 +169,24 @@ def beside_paper(
         "source": SOURCE,
         "scores": scores,
         "inert": sorted(inert),
-        "math_measurable": math_measurable,
     }
+
+
+def _math_as_finding_3(
+    method: str, pooled: dict[str, Any], by_seed: list[dict[str, Any]] | None
+) -> tuple[str | None, bool | None, list[bool | None]]:
+    """(why not judged, shows over the seed means, shows per seed) of the toy's math column,
+    from Finding 3's verdicts (``study.verdicts.findings``)."""
+    if not pooled.get("accurate_enough", pooled.get("measurable", False)):
+        return "accuracy", None, []
+    verdict = pooled["methods"].get(method, {})
+    if not verdict.get("loses", False):
+        return "noise", None, []
+    per = [
+        bool(v["methods"].get(method, {}).get("loses") and v["methods"][method]["path_dependent"])
+        for v in by_seed or []
+    ]
+    return None, bool(verdict["path_dependent"]), per
 
 
 def _cell(c: dict[str, Any] | None) -> str:
@@ -204,10 +228,12 @@ def render_section(arch: str, t: dict[str, Any]) -> list[str]:
                 L.append(f"- {name}: paper {_yes_no(c['paper_shows'])}; toy: did not forget.")
                 continue
             if c["toy_shows"] is None and score == "math_utility_flexible":
-                L.append(
-                    f"- {name}: paper {_yes_no(c['paper_shows'])}; toy: n/a (math accuracy "
-                    "before unlearning is below Finding 3's floor)."
+                why = (
+                    "no path's accuracy drop exceeds the sampling noise"
+                    if c.get("not_judged") == "noise"
+                    else "math accuracy before unlearning is below Finding 3's floor"
                 )
+                L.append(f"- {name}: paper {_yes_no(c['paper_shows'])}; toy: n/a ({why}).")
                 continue
             rho = c["rank_correlation"]
             L.append(

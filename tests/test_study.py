@@ -597,6 +597,39 @@ def test_table1_patterns_by_hand() -> None:
     assert rank_correlation([1, 1, 1, 1], [1, 2, 3, 4]) is None
 
 
+def test_table1_math_column_is_judged_as_finding_3(quick_job) -> None:
+    """The toy's math column follows Finding 3's verdicts (sampling noise included), not the bare
+    relative spread: a method within the noise is not judged, a seed counts when Finding 3 on
+    that seed alone says path dependent."""
+    from study.table1 import beside_paper, render_section
+
+    out, _ = quick_job
+    folder = out / "llm" / "llama" / "seed0"
+    pooled = {
+        "accurate_enough": True,
+        "methods": {
+            "ga": {"loses": True, "path_dependent": True},
+            "npo": {"loses": False, "path_dependent": True},  # a spread of noise
+        },
+    }
+    alone = [{"accurate_enough": True, "methods": {"ga": {"loses": True, "path_dependent": False}}}]
+    t = beside_paper("llama", [folder], [], pooled, alone)
+    math_cols = t["scores"]["math_utility_flexible"]
+    assert math_cols["ga"]["toy_shows"] is True and math_cols["ga"]["toy_seeds_showing"] == 0
+    assert math_cols["npo"]["toy_shows"] is None and math_cols["npo"]["not_judged"] == "noise"
+    text = "\n".join(render_section("llama", t))
+    assert (
+        "- NPO: paper yes; toy: n/a (no path's accuracy drop exceeds the sampling noise)." in text
+    )
+    low = beside_paper("llama", [folder], [], {**pooled, "accurate_enough": False}, alone)
+    judged = [c for c in low["scores"]["math_utility_flexible"].values() if "toy" in c]
+    assert judged and all(c["toy_shows"] is None for c in judged)
+    assert all(c["not_judged"] == "accuracy" for c in judged)
+    # Without Finding 3's verdicts: the relative spread alone, as for the paper's columns.
+    bare = beside_paper("llama", [folder])["scores"]["math_utility_flexible"]["ga"]
+    assert "not_judged" not in bare
+
+
 def test_table1_beside_the_paper_equals_the_protocol_tables(quick_job) -> None:
     """The toy's cells are the protocol's own Table 1 (read independently from table1.csv)."""
     import csv
