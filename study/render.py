@@ -286,7 +286,7 @@ def render_report(metrics: dict[str, Any]) -> str:
             L += _dash_rows(failed, len(a["paths"]) + 1)
             if u["measurable"]:
                 extra = ""
-            elif name == "math" and not u.get("accurate_enough", True):
+            elif name == "math" and not u.get("accurate_enough", u["measurable"]):
                 extra = (
                     f" Not measurable: mean accuracy before unlearning "
                     f"< {th.min_math_accuracy:g} at this size."
