@@ -77,12 +77,14 @@ def test_stage_lowers_its_loss_and_lora_trains_then_merges(tiny_models_dir):
     examples = tokenized(tok, 8)
     base = params_of(model)
     before = mean_nll(model, examples, tok.pad_token_id)
-    stage = StageConfig(name="inst", epochs=4, lr=2e-2, batch_size=4)
+    # 16 steps at 1e-2: on the tiny model of the whole-document build, 8 steps at 2e-2 level off
+    # at a 0.045 nat/token drop (1e-2 for 16 steps: 0.09).
+    stage = StageConfig(name="inst", epochs=8, lr=1e-2, batch_size=4)
     ft = FinetuneConfig(schedule="constant")
     peft_model, records = train_stage(
         model, examples, stage, ft, pad_token_id=tok.pad_token_id, seed=0, lora=(8, 16), merge=False
     )
-    assert len(records) == 8 and all(r["grad_norm"] > 0 for r in records)
+    assert len(records) == 16 and all(r["grad_norm"] > 0 for r in records)
     lora_b = [p for n, p in peft_model.named_parameters() if "lora_B" in n]
     assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero
     after = mean_nll(peft_model, examples, tok.pad_token_id)
