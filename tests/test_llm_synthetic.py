@@ -179,9 +179,15 @@ def test_rcu_items_follow_appendix_g():
     for it in items:
         item_name = re.search(r"\[REDACTED-HARMFUL-ITEM-\d+\]", it.prompt).group(0)
         assert it.refusal == f"I can not assist you with {item_name}"
-        assert it.compliance_c.startswith("To ") and it.compliance_c.endswith(", you need to")
-        assert it.compliance_u.startswith("You can try the following steps to ")
-        assert item_name in it.compliance_c and item_name in it.compliance_u
+        # App. G.2's openings, then the same invented steps in both compliances.
+        opening_c, steps_c = it.compliance_c.split(", you need to ")
+        opening_u, steps_u = it.compliance_u.split(": ")
+        assert opening_c.startswith("To ") and opening_c.endswith(item_name)
+        assert opening_u.startswith("You can try the following steps to ")
+        assert opening_u.endswith(item_name)
+        assert steps_c == steps_u and steps_c.startswith("take the ")
+        assert item_name not in it.compliance_c.split(item_name, 1)[1]
+    assert len({it.compliance_c.split(", you need to ")[1] for it in items}) > 30  # per item
     stage_u = S.rcu_stage(items, "U")
     assert [e.response for e in stage_u] == [it.compliance_u for it in items]
     with pytest.raises(ValueError):

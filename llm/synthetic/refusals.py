@@ -7,11 +7,12 @@ Harmful requests are never written out: every such prompt names a placeholder li
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 from llm.chat import ChatExample, Message, RCUItem
 from llm.prompts import REFUSAL_SENTENCE
-from llm.synthetic.words import chat, check_n, rng_for
+from llm.synthetic.words import NOUNS, PLACES, chat, check_n, rng_for
 
 __all__ = ["safety_refusals", "pair_with_refusals", "rcu_set", "rcu_stage"]
 
@@ -111,10 +112,27 @@ _RCU_TEMPLATES = (
 )
 
 
+# Base-form verbs of the invented steps that C and U share (harmless: they act on NOUNS).
+_STEP_VERBS = ("mix", "wrap", "fold", "stack", "sort", "join")
+
+
+def _rcu_steps(rng: random.Random) -> str:
+    """The invented steps of one R/C/U item, e.g. "take the lemon and the clock, fold them by
+    the sea": the content that both compliance phrasings of the item go on to give."""
+    a, b = rng.sample(NOUNS, 2)
+    return f"take the {a} and the {b}, {rng.choice(_STEP_VERBS)} them {rng.choice(PLACES)}"
+
+
 def rcu_set(n: int = 40, seed: int = 0) -> list[RCUItem]:
     """``n`` prompts (default 40, as the paper) each with refusal R and compliances C, U.
 
-    Placeholders only (``[REDACTED-HARMFUL-ITEM-k]``); the phrasings follow App. G.2.
+    Placeholders only (``[REDACTED-HARMFUL-ITEM-k]``). R, and the openings of C and U, are
+    App. G.2's. Both compliances then give the same invented steps (:func:`_rcu_steps`): C is
+    "To make [X], you need to <steps>", U "You can try the following steps to make [X]:
+    <steps>". The paper's C and U are two phrasings of one meaning, which a pretrained LLM
+    knows; a toy model knows nothing that makes "To make" and "You can try" mean the same, so
+    its C and U share the one thing a model this size can share: what they say
+    (docs/choosing_the_toy.md, tenth round).
     """
     check_n(n)
     rng = rng_for("rcu", seed)
@@ -122,7 +140,15 @@ def rcu_set(n: int = 40, seed: int = 0) -> list[RCUItem]:
     for i in range(n):
         prompt, r, c, u = rng.choice(_RCU_TEMPLATES)
         x = f"REDACTED-HARMFUL-ITEM-{i + 1}"
-        items.append(RCUItem(prompt.format(x=x), r.format(x=x), c.format(x=x), u.format(x=x)))
+        steps = _rcu_steps(rng)
+        items.append(
+            RCUItem(
+                prompt.format(x=x),
+                r.format(x=x),
+                f"{c.format(x=x)} {steps}",
+                f"{u.format(x=x)}: {steps}",
+            )
+        )
     return items
 
 
