@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {
     "name": "test",
     "seed": 0,
-    "finetune": {"lora_rank": 4, "lora_alpha": 8, "max_length": 128, "checkpoint_every": 2},
+    "finetune": {"lora_rank": 4, "lora_alpha": 8, "max_length": 256, "checkpoint_every": 2},
     "data": {
         "sizes": {"inst": 4, "tofu_authors": 1, "math": 4, "unlearn": 4, "math_test": 2, "rcu": 2}
     },
@@ -56,6 +56,10 @@ TINY = {
         "n_re": 3,
     },
 }
+
+
+# TINY's fine-tuning settings when the prefix key below was pinned (R/C/U items now need 256)
+OLD_FT = {**TINY["finetune"], "max_length": 128}
 
 
 def tiny_config(model_dir: Path, **changes) -> C.RunConfig:
@@ -194,14 +198,15 @@ def test_lora_merge_one_adapter_or_one_per_stage(tiny_models_dir, tmp_path, merg
     else:
         assert max(ranks.values()) == 2 * r, ranks
         assert not any(e.adapter.exists() for e in entries)
-        # the key of this prefix as computed before the option existed (commit bbc1759)
-        key = S.prefix_key(tiny_config(Path("/m")), "base", ("inst",), {"inst": "a"})
-        assert key == "42e0c5751309a01f881b"
-        ckpt = tiny_config(
-            Path("/m"), finetune={**TINY["finetune"], "gradient_checkpointing": True}
+        # the key of this prefix as computed before the option existed (commit bbc1759, when
+        # TINY's max_length was 128)
+        key = S.prefix_key(
+            tiny_config(Path("/m"), finetune=OLD_FT), "base", ("inst",), {"inst": "a"}
         )
+        assert key == "42e0c5751309a01f881b"
+        ckpt = tiny_config(Path("/m"), finetune={**OLD_FT, "gradient_checkpointing": True})
         assert S.prefix_key(ckpt, "base", ("inst",), {"inst": "a"}) == key  # same result
-    ends = tiny_config(Path("/m"), finetune={**TINY["finetune"], "lora_merge": "end"})
+    ends = tiny_config(Path("/m"), finetune={**OLD_FT, "lora_merge": "end"})
     assert S.prefix_key(ends, "base", ("inst",), {"inst": "a"}) != "42e0c5751309a01f881b"
 
 
