@@ -244,3 +244,24 @@ def test_config_validation(change, message):
 def test_unknown_arch(tmp_path):
     with pytest.raises(ValueError, match="unknown architectures"):
         build_default(tmp_path, TINY, archs=("gpt2",), progress=False)
+
+
+# sha256 (first 16 hex digits) of the default config's tokenizer corpus, per build format. The
+# cache folder is named by the config and BUILD_FORMAT_VERSION, not by the code: a generator
+# change that reaches the build (e.g. a new draw in rcu_set, whose R chats the corpus renders)
+# would leave every user's cached models stale while fresh builds differ. Change the corpus
+# only with a new BUILD_FORMAT_VERSION and a new entry here.
+BUILD_CORPUS = {3: {"llama": "836920893e679067", "qwen2": "2793f79c05a6e8ac"}}
+
+
+def test_the_default_builds_tokenizer_corpus_changes_only_with_the_build_format():
+    import hashlib
+
+    from llm.default_models.tokenizer import tokenizer_corpus
+
+    pinned = BUILD_CORPUS.get(dm.BUILD_FORMAT_VERSION)
+    assert pinned is not None, "new BUILD_FORMAT_VERSION: pin its corpus in BUILD_CORPUS"
+    for arch, digest in pinned.items():
+        text = "\x00".join(tokenizer_corpus(DefaultModelConfig(), arch))
+        got = hashlib.sha256(text.encode()).hexdigest()[:16]
+        assert got == digest, f"{arch}: the default build's corpus changed; bump the build format"

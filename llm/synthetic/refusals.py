@@ -136,11 +136,14 @@ def rcu_set(n: int = 40, seed: int = 0) -> list[RCUItem]:
     """
     check_n(n)
     rng = rng_for("rcu", seed)
+    # The steps draw from their own stream: the prompts and R stay those of the stream "rcu"
+    # alone, which the default models' tokenizer corpus renders (their build must not change).
+    steps_rng = rng_for("rcu_steps", seed)
     items = []
     for i in range(n):
         prompt, r, c, u = rng.choice(_RCU_TEMPLATES)
         x = f"REDACTED-HARMFUL-ITEM-{i + 1}"
-        steps = _rcu_steps(rng)
+        steps = _rcu_steps(steps_rng)
         items.append(
             RCUItem(
                 prompt.format(x=x),
