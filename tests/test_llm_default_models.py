@@ -1,6 +1,7 @@
 """Default tiny models: ordinary HF folders, deterministic, cached, and atomic to build; their
 pre-training packs whole documents, holds no held-out math question, and a math chat asked
-through the paper's prompt fits in a default pre-training block."""
+through the paper's prompt fits in a default pre-training block; the default build's tokenizer
+corpus changes only with the build format."""
 
 from __future__ import annotations
 

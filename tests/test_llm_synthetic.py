@@ -1,5 +1,6 @@
 """Synthetic stand-in datasets: deterministic by seed, well formed, answers correct; math
-solutions restate the question, and held-out questions never appear in a training draw."""
+solutions restate the question, held-out questions never appear in a training draw, and R/C/U's
+C and U share their steps."""
 
 from __future__ import annotations
 
