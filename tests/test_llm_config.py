@@ -11,7 +11,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "llm" / "configs").glob("*.toml"))
 
 def test_configs_are_shipped():
     names = {p.stem for p in CONFIGS}
-    assert {"tiny", "tiny_rcu", "llama3.2-1b", "llama3.1-8b", "llama2-13b"} <= names
+    assert {"tiny", "demo_rcu", "llama3.2-1b", "llama3.1-8b", "llama2-13b"} <= names
     assert {"qwen2.5-1.5b", "qwen2.5-14b"} <= names
 
 
