@@ -28,7 +28,9 @@ Model FLOPs per token (PaLM's accounting, appendix B, attention scores included)
 the sequence length and q = heads x head_dim; full fine-tuning costs 3 forwards, LoRA 2 (the frozen
 weights need no weight gradient). Peak TFLOP/s per device and precision are the vendor's dense
 figures (``PEAK_TFLOPS``; fp32 without TF32, torch's default for matmuls) or ``--peak-tflops-*``;
-the CPU has none, so its MFU is null. Prints JSON (and writes it with ``--json``).
+the CPU has none, so its MFU is null. Prints JSON (and writes it with ``--json``, rewritten after
+each phase with ``"complete": false`` until the last, so a run stopped by a time limit keeps what
+it measured); progress lines go to stderr.
 """
 
 from __future__ import annotations
@@ -286,6 +288,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     peaks = peak_tflops(device, {"bf16": args.peak_tflops_bf16, "fp32": args.peak_tflops_fp32})
+    t0 = time.perf_counter()
+    # Progress on stderr and the JSON rewritten after each phase ("complete": false until the
+    # end): a run cut short by a job's time limit still leaves the phases it finished.
+    _progress(t0, f"building {args.model} on {device}")
     with tempfile.TemporaryDirectory() as tmp:
         card, model, tokenizer = build(args, device, Path(tmp))
     result: dict[str, Any] = {
@@ -302,15 +308,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "peak_tflops": peaks,
         "forward_flops_per_token": forward_flops_per_token(card, args.tokens),
     }
+    result["complete"] = False
+    _save(args.json, result)
+    _progress(t0, f"built ({result['params']:,} parameters); sampling")
     result["generate"] = measure_generation(model, tokenizer, args, device)
+    _save(args.json, result)
+    _progress(t0, "sampled; fine-tuning and unlearning steps")
     result["train"], result["unlearn_step_s"] = measure_training(model, card, args, device, peaks)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json is not None:
+    result["complete"] = True
+    _save(args.json, result)
+    _progress(t0, "done")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _progress(t0: float, message: str) -> None:
+    print(f"[gpu.py {time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def _save(path: Path | None, result: dict[str, Any]) -> None:
+    if path is not None:
         from pathdep.io import atomic_write_text
 
-        atomic_write_text(args.json, text + "\n")
-    return result
+        atomic_write_text(path, json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """benchmarks/gpu.py: its smoke run (toy size, CPU) produces every figure, consistent with each
-other; its FLOPs per token equal torch's FLOP counter; bad sizes stop before anything is built."""
+other; a run cut short keeps the phases it finished; its FLOPs per token equal torch's FLOP
+counter; bad sizes stop before anything is built."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def test_smoke_run_reports_every_figure(bench, tmp_path, capsys):
     out = tmp_path / "gpu.json"
     peaks = ["--peak-tflops-bf16", "0.002", "--peak-tflops-fp32", "0.001"]
     result = bench.main(["--smoke", "--json", str(out), *peaks])
-    assert json.loads(out.read_text()) == json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert json.loads(out.read_text()) == json.loads(captured.out)
+    assert result["complete"] is True
+    assert "done" in captured.err.splitlines()[-1]  # progress goes to stderr, not into the JSON
     assert result["device"] == "cpu" and result["size"].startswith("smoke")
     params, tokens = result["params"], result["rows"] * result["tokens"]
     assert set(result["train"]) == {"full/fp32", "full/bf16", "lora/fp32", "lora/bf16"}
@@ -58,6 +62,23 @@ def test_smoke_run_reports_every_figure(bench, tmp_path, capsys):
     assert gen["speedup"] == pytest.approx(
         gen["batched"]["positions_per_s"] / gen["one_at_a_time"]["positions_per_s"]
     )
+
+
+def test_a_run_cut_short_keeps_the_phases_it_finished(bench, tmp_path, monkeypatch, capsys):
+    """A job's time limit that strikes during training leaves the sampling figures on disk."""
+
+    def out_of_time(*args, **kwargs):
+        raise KeyboardInterrupt  # what a SIGINT from a scheduler's time limit raises
+
+    monkeypatch.setattr(bench, "measure_training", out_of_time)
+    out = tmp_path / "gpu.json"
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--smoke", "--json", str(out)])
+    partial = json.loads(out.read_text())
+    assert partial["complete"] is False
+    assert partial["generate"]["one_at_a_time"]["seconds"] > 0
+    assert "train" not in partial
+    assert capsys.readouterr().out == ""  # the final JSON is printed only when complete
 
 
 @pytest.mark.parametrize("name", ["llama3.2-1b", "qwen2.5-1.5b", "llama2-13b"])
